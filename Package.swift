@@ -1,0 +1,117 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "tsidp",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tsidp", targets: ["tsidp"]),
+        .library(name: "OIDCProvider", targets: ["OIDCProvider"]),
+        .library(name: "Tailnet", targets: ["Tailnet"]),
+        .library(name: "StateStore", targets: ["StateStore"]),
+        .library(name: "IDPServer", targets: ["IDPServer"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/vapor/jwt-kit.git", from: "5.8.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-http-types.git", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+    ],
+    targets: [
+        .target(
+            name: "OIDCProvider",
+            dependencies: [
+                "StateStore", "AnyJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Tailnet",
+            dependencies: [
+                "AnyJSON",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "AnyJSON", swiftSettings: strict),
+        .target(
+            name: "StateStore",
+            dependencies: [
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "IDPServer",
+            dependencies: [
+                "OIDCProvider", "Tailnet", "StateStore", "AnyJSON",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "TsidpCLI",
+            dependencies: [
+                "IDPServer", "Tailnet", "StateStore", "OIDCProvider",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "tsidp",
+            dependencies: ["TsidpCLI"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "OIDCProviderTests",
+            dependencies: ["OIDCProvider", "StateStore", .product(name: "JWTKit", package: "jwt-kit")],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TailnetTests", dependencies: ["Tailnet"], swiftSettings: strict),
+        .testTarget(name: "StateStoreTests", dependencies: ["StateStore"], swiftSettings: strict),
+        .testTarget(
+            name: "IDPServerTests",
+            dependencies: [
+                "IDPServer", "OIDCProvider", "Tailnet", "StateStore",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "TsidpCLITests", dependencies: ["TsidpCLI"], swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["tsidp", .product(name: "JWTKit", package: "jwt-kit")],
+            swiftSettings: strict
+        ),
+    ]
+)

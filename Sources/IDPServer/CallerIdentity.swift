@@ -1,0 +1,40 @@
+import AnyJSON
+import Logging
+import OIDCProvider
+import Tailnet
+
+/// Turns WhoIs answers into the provider's ``UserIdentity``.
+public struct CallerIdentity: Sendable {
+    public let localAPI: LocalAPIClient
+    /// The application capability under which tsidp's grants are read.
+    public let capabilityName: String
+
+    public init(localAPI: LocalAPIClient, capabilityName: String) {
+        self.localAPI = localAPI
+        self.capabilityName = capabilityName
+    }
+
+    /// WhoIs for `address`.
+    ///
+    /// - Important: Fails closed: every LocalAPI error becomes an ``IdentityFailure``; there is no
+    ///   fallback identity.
+    public func identify(address: String?) async throws(IdentityFailure) -> UserIdentity {
+        guard let address else { throw .unknownDevice("the connection has no peer address") }
+        do {
+            return convert(try await localAPI.whoIs(address: address))
+        } catch LocalAPIError.peerNotFound {
+            throw .unknownDevice("no tailnet peer at \(address)")
+        } catch {
+            throw .unavailable("\(error)")
+        }
+    }
+
+    public func convert(_ whois: WhoIsResponse) -> UserIdentity {
+        UserIdentity(
+            userID: whois.userProfile.id, loginName: whois.userProfile.loginName,
+            displayName: whois.userProfile.displayName, profilePicURL: whois.userProfile.profilePicURL,
+            groups: whois.userProfile.groups, nodeID: whois.node.id, nodeStableID: whois.node.stableID,
+            nodeName: whois.node.name, nodeKey: whois.node.key, addresses: whois.node.addresses, tags: whois.node.tags,
+            capabilityValues: whois.capMap[capabilityName] ?? [])
+    }
+}

@@ -1,0 +1,221 @@
+import AnyJSON
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import OIDCProvider
+
+/// A client as the `/clients/` API shows it: never with a secret, except right after creation.
+struct ClientView: Encodable {
+    var clientID: String
+    var clientSecret: String?
+    var clientName: String
+    var redirectURIs: [String]
+    var redirectURI: String
+    var tokenEndpointAuthMethod: String
+    var createdAt: String
+    var dynamicallyRegistered: Bool
+    var hasSecret: Bool
+
+    init(_ client: Client, secret: String? = nil) {
+        clientID = client.clientID
+        clientSecret = secret
+        clientName = client.name
+        redirectURIs = client.redirectURIs
+        redirectURI = ""
+        tokenEndpointAuthMethod = client.tokenEndpointAuthMethod
+        createdAt = RFC3339.format(client.createdAt)
+        dynamicallyRegistered = client.dynamicallyRegistered
+        hasSecret = client.secretHash != nil
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "client_id", clientSecret = "client_secret", clientName = "client_name"
+        case redirectURIs = "redirect_uris", redirectURI = "redirect_uri"
+        case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
+        case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
+    }
+}
+
+/// The RFC 7591 registration request members tsidp reads.
+struct RegistrationRequest: Decodable {
+    var redirectURIs: [String]?
+    var tokenEndpointAuthMethod: String?
+    var grantTypes: [String]?
+    var responseTypes: [String]?
+    var clientName: String?
+    var clientURI: String?
+    var logoURI: String?
+    var scope: String?
+    var contacts: [String]?
+    var applicationType: String?
+
+    enum CodingKeys: String, CodingKey {
+        case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
+        case grantTypes = "grant_types", responseTypes = "response_types", clientName = "client_name"
+        case clientURI = "client_uri", logoURI = "logo_uri", scope, contacts, applicationType = "application_type"
+    }
+}
+
+extension IDPServer {
+    enum Right { case admin, registration }
+
+    /// Checks that the caller may use the admin API or DCR: always on the local listener; on the
+    /// tailnet listener only with the matching grant; never over Funnel.
+    func requireRight(_ right: Right, request: Request, context: IDPRequestContext, listener: Listener) async throws {
+        if Self.isFunnel(request) {
+            throw OAuthError(.accessDenied, "not available over Funnel", status: 401)
+        }
+        if listener == .local { return }
+        let caller: UserIdentity
+        do {
+            caller = try await identity.identify(address: context.peerAddressText)
+        } catch {
+            throw OAuthError(.accessDenied, "the caller is not identified on the tailnet", status: 403)
+        }
+        let grants: Grants
+        do {
+            grants = Grants(try caller.rules())
+        } catch {
+            throw OAuthError(.serverError, "the caller's tsidp grant is malformed: \(error)")
+        }
+        let allowed = right == .admin ? grants.allowAdminUI : grants.allowDCR
+        guard allowed, !caller.isTagged || right == .registration else {
+            throw OAuthError(.accessDenied, "application capability not granted")
+        }
+    }
+
+    /// Refuses cross-site state-changing requests (CSRF): a browser's `Sec-Fetch-Site` must be
+    /// same-origin or none, and an `Origin` must be this server's.
+    static func checkSameOrigin(_ request: Request, issuer: String) throws {
+        if let site = request.headers[.secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
+            throw OAuthError(.accessDenied, "cross-site request refused")
+        }
+        if let origin = request.headers[.origin], origin != "null" {
+            let host = request.head.authority ?? ""
+            let allowed = [HTML.originOf(issuer), "http://\(host)", "https://\(host)"].compactMap { $0 }
+            guard allowed.contains(origin) else {
+                throw OAuthError(.accessDenied, "cross-origin request refused")
+            }
+        } else if request.headers[.origin] == "null" {
+            throw OAuthError(.accessDenied, "cross-origin request refused")
+        }
+    }
+
+    func addClientRoutes(to router: Router<IDPRequestContext>, listener: Listener) {
+        let issuer = provider.configuration.issuer
+        let clients = provider.clients
+
+        router.get("/clients") { request, context -> Response in
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            return Responses.encoded(await clients.all().map { ClientView($0) })
+        }
+        router.post("/clients/new") { request, context -> Response in
+            try Self.checkSameOrigin(request, issuer: issuer)
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            guard let name = try form.single("name") else { throw OAuthError(.invalidRequest, "name is required") }
+            let uris = RedirectURI.splitLines(try form.single("redirect_uri") ?? "")
+            guard !uris.isEmpty else { throw OAuthError(.invalidRequest, "redirect_uri is required") }
+            let created = try await clients.register(.init(name: name, redirectURIs: uris))
+            logger.info("client created", metadata: ["client_id": "\(created.client.clientID)", "name": "\(name)"])
+            return Responses.encoded(ClientView(created.client, secret: created.secret))
+        }
+        router.get("/clients/:id") { request, context -> Response in
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            let id = context.parameters.get("id") ?? ""
+            guard let client = await clients.client(id) else { throw OAuthError(.notFound, "client not found") }
+            return Responses.encoded(ClientView(client))
+        }
+        router.put("/clients/:id") { request, context -> Response in
+            try Self.checkSameOrigin(request, issuer: issuer)
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            let id = context.parameters.get("id") ?? ""
+            guard let existing = await clients.client(id) else { throw OAuthError(.notFound, "client not found") }
+            let uris = RedirectURI.splitLines(try form.single("redirect_uri") ?? "")
+            let client = try await clients.update(id, name: try form.single("name") ?? existing.name, redirectURIs: uris)
+            logger.info("client updated", metadata: ["client_id": "\(id)"])
+            return Responses.encoded(ClientView(client))
+        }
+        router.delete("/clients/:id") { request, context -> Response in
+            try Self.checkSameOrigin(request, issuer: issuer)
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            let id = context.parameters.get("id") ?? ""
+            guard try await provider.deleteClient(id) else { throw OAuthError(.notFound, "client not found") }
+            logger.info("client deleted", metadata: ["client_id": "\(id)"])
+            return Response(status: .noContent)
+        }
+        router.post("/clients/:id/regenerate-secret") { request, context -> Response in
+            try Self.checkSameOrigin(request, issuer: issuer)
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            let id = context.parameters.get("id") ?? ""
+            let result = try await clients.regenerateSecret(id)
+            logger.info("client secret regenerated", metadata: ["client_id": "\(id)"])
+            return Responses.encoded(ClientView(result.client, secret: result.secret))
+        }
+
+        router.post("/register") { request, context -> Response in
+            var request = request
+            do {
+                try await requireRight(.registration, request: request, context: context, listener: listener)
+                let body = try await Self.readBody(&request, context: context)
+                let registration: RegistrationRequest
+                do {
+                    registration = try JSONDecoder().decode(RegistrationRequest.self, from: Data(body.readableBytesView))
+                } catch {
+                    throw OAuthError(.invalidClientMetadata, "the body is not a valid registration request (RFC 7591 JSON)")
+                }
+                guard let uris = registration.redirectURIs, !uris.isEmpty else {
+                    throw OAuthError(.invalidClientMetadata, "redirect_uris is required")
+                }
+                var asked = ClientRegistry.Registration(name: registration.clientName ?? "", redirectURIs: uris)
+                asked.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod ?? "client_secret_basic"
+                asked.grantTypes = registration.grantTypes ?? ["authorization_code", "refresh_token"]
+                asked.responseTypes = registration.responseTypes ?? ["code"]
+                asked.scope = registration.scope ?? ""
+                asked.clientURI = registration.clientURI ?? ""
+                asked.logoURI = registration.logoURI ?? ""
+                asked.contacts = registration.contacts ?? []
+                asked.applicationType = registration.applicationType ?? "web"
+                asked.dynamicallyRegistered = true
+                if let bad = asked.grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
+                    throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
+                }
+                if let bad = asked.responseTypes.first(where: { $0 != "code" }) {
+                    throw OAuthError(.invalidClientMetadata, "response type \(bad) is not supported")
+                }
+                let created = try await clients.register(asked)
+                logger.info("client registered", metadata: ["client_id": "\(created.client.clientID)"])
+                var members: [(String, JSONValue)] = [
+                    ("client_id", .string(created.client.clientID)),
+                    ("client_id_issued_at", .int(Int64(created.client.createdAt.timeIntervalSince1970))),
+                ]
+                if let secret = created.secret {
+                    members.append(("client_secret", .string(secret)))
+                    members.append(("client_secret_expires_at", .int(0)))
+                }
+                members += [
+                    ("client_name", .string(created.client.name)),
+                    ("redirect_uris", .array(created.client.redirectURIs.map(JSONValue.string))),
+                    ("token_endpoint_auth_method", .string(created.client.tokenEndpointAuthMethod)),
+                    ("grant_types", .array(created.client.grantTypes.map(JSONValue.string))),
+                    ("response_types", .array(created.client.responseTypes.map(JSONValue.string))),
+                    ("application_type", .string(created.client.applicationType)),
+                ]
+                if !created.client.scope.isEmpty { members.append(("scope", .string(created.client.scope))) }
+                var headers = HTTPFields()
+                headers[.cacheControl] = "no-store"
+                return Self.withCORS(
+                    Responses.json(Array(JSONText.object(members).utf8), status: .created, headers: headers),
+                    methods: "POST, OPTIONS")
+            } catch let error as OAuthError {
+                let mapped = error.code == .invalidRedirectURI || error.code == .invalidClientMetadata ? error : error
+                return Self.withCORS(Responses.error(mapped), methods: "POST, OPTIONS")
+            }
+        }
+        router.on("/register", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
+    }
+}

@@ -1,0 +1,138 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import OIDCProvider
+
+extension IDPServer {
+    func addOAuthRoutes(to router: Router<IDPRequestContext>) {
+        router.get("/authorize") { request, context in
+            try await authorize(request, context: context, form: nil)
+        }
+        router.post("/authorize") { request, context in
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            return try await authorize(request, context: context, form: form)
+        }
+        router.post("/token") { request, context -> Response in
+            var request = request
+            let response: Response
+            do {
+                let form = try await Self.readForm(&request, context: context)
+                let answer = await provider.token(form, authorization: request.headers[.authorization])
+                var headers = HTTPFields()
+                headers[.cacheControl] = "no-store"
+                headers[.pragma] = "no-cache"
+                if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
+                response = Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
+            } catch let error as OAuthError {
+                response = Responses.error(error)
+            }
+            return Self.withCORS(response, methods: "POST, OPTIONS")
+        }
+        router.on("/token", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
+        router.get("/token") { _, _ in Self.withCORS(Responses.methodNotAllowed("POST"), methods: "POST, OPTIONS") }
+
+        router.get("/userinfo") { request, _ -> Response in
+            let token: String?
+            do {
+                token = try Self.bearerToken(request.headers[.authorization])
+            } catch let error as OAuthError {
+                return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
+            }
+            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+        }
+        router.post("/userinfo") { request, context -> Response in
+            var request = request
+            var token: String?
+            do {
+                token = try Self.bearerToken(request.headers[.authorization])
+                let type = (request.headers[.contentType] ?? "").lowercased()
+                if type.hasPrefix("application/x-www-form-urlencoded") {
+                    let form = try await Self.readForm(&request, context: context)
+                    if let bodyToken = try form.single("access_token") {
+                        guard token == nil else {
+                            throw OAuthError(.invalidRequest, "send the access token in one place only")
+                        }
+                        token = bodyToken
+                    }
+                }
+            } catch let error as OAuthError {
+                return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
+            }
+            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+        }
+        router.on("/userinfo", method: .options) { _, _ in Self.preflight(methods: "GET, POST, OPTIONS") }
+    }
+
+    func userInfo(_ token: String?) -> Response {
+        let answer = provider.userInfo(accessToken: token)
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-store"
+        if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
+        return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
+    }
+
+    /// The token of an `Authorization: Bearer` header; the scheme is case-insensitive.
+    static func bearerToken(_ header: String?) throws -> String? {
+        guard let header, !header.isEmpty else { return nil }
+        let parts = header.split(separator: " ", maxSplits: 1)
+        guard parts.count == 2, parts[0].lowercased() == "bearer" else {
+            throw OAuthError(.invalidRequest, "the Authorization header must use the Bearer scheme")
+        }
+        let token = parts[1].trimmingCharacters(in: .whitespaces)
+        guard !token.isEmpty, !token.contains(" ") else {
+            throw OAuthError(.invalidRequest, "the bearer token is malformed")
+        }
+        return token
+    }
+
+    static func bearerError(_ error: OAuthError) -> Response {
+        var headers = HTTPFields()
+        headers[.wwwAuthenticate] = "Bearer realm=\"tsidp\", error=\"\(error.code.rawValue)\""
+        return Responses.error(error, headers: headers)
+    }
+
+    func authorize(_ request: Request, context: IDPRequestContext, form: OAuthParameters?) async throws -> Response {
+        if Self.isFunnel(request) {
+            return Responses.html(
+                HTML.errorPage(
+                    OAuthError(.accessDenied, "Signing in is only possible from a device on the tailnet, not over Funnel.")),
+                status: .unauthorized)
+        }
+        var parameters: OAuthParameters
+        do {
+            parameters = try Self.query(request)
+            if let form { parameters.append(contentsOf: form) }
+        } catch let error as OAuthError {
+            return Responses.html(HTML.errorPage(error), status: .badRequest)
+        }
+        let address = context.peerAddressText
+        let identity = self.identity
+        let result = await provider.authorize(parameters) { () async throws(IdentityFailure) -> UserIdentity in
+            try await identity.identify(address: address)
+        }
+        switch result {
+        case .redirect(let location):
+            return Responses.redirect(location)
+        case .formPost(let action, let fields):
+            var response = Responses.html(HTML.formPost(action: action, fields: fields), csp: HTML.formPostCSP(action: action))
+            response.headers[.cacheControl] = "no-store"
+            return response
+        case .errorPage(let error):
+            return Responses.html(
+                HTML.errorPage(error, hint: Self.hint(for: error)), status: .init(code: error.status == 401 ? 400 : error.status))
+        }
+    }
+
+    static func hint(for error: OAuthError) -> String? {
+        switch error.code {
+        case .invalidClient:
+            return "Register the application in tsidp's admin UI (or with <code>POST /clients/new</code>) and use the client ID it shows."
+        case .invalidRequest where error.message.contains("redirect_uri"):
+            return "The application's redirect URI must exactly match one registered for it, including scheme, port, path and query."
+        default:
+            return nil
+        }
+    }
+}

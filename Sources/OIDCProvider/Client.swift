@@ -1,0 +1,157 @@
+import Crypto
+import Foundation
+
+/// A registered relying party (OAuth client).
+///
+/// Serialized in the Go tsidp's `oidc-funnel-clients.json` shape, so a state directory moves
+/// between the two. Secrets are kept as SHA-256 digests (`client_secret_hash`); a plaintext
+/// `client_secret` from a Go tsidp file is accepted and replaced by its digest on the next write.
+public struct Client: Sendable, Equatable, Codable {
+    public var clientID: String
+    /// `sha256:` + base64url digest of the secret; `nil` for public clients.
+    public var secretHash: String?
+    public var name: String
+    public var redirectURIs: [String]
+    /// `client_secret_basic` (default), `client_secret_post` or `none` (public client).
+    public var tokenEndpointAuthMethod: String
+    public var grantTypes: [String]
+    public var responseTypes: [String]
+    /// Space-separated scopes the client registered; custom ones become allowed at `/authorize`.
+    public var scope: String
+    public var clientURI: String
+    public var logoURI: String
+    public var contacts: [String]
+    public var applicationType: String
+    public var dynamicallyRegistered: Bool
+    public var createdAt: Date
+
+    public init(
+        clientID: String, secretHash: String?, name: String, redirectURIs: [String],
+        tokenEndpointAuthMethod: String = "client_secret_basic", grantTypes: [String] = ["authorization_code", "refresh_token"],
+        responseTypes: [String] = ["code"], scope: String = "", clientURI: String = "", logoURI: String = "",
+        contacts: [String] = [], applicationType: String = "web", dynamicallyRegistered: Bool = false,
+        createdAt: Date = Date()
+    ) {
+        self.clientID = clientID
+        self.secretHash = secretHash
+        self.name = name
+        self.redirectURIs = redirectURIs
+        self.tokenEndpointAuthMethod = tokenEndpointAuthMethod
+        self.grantTypes = grantTypes
+        self.responseTypes = responseTypes
+        self.scope = scope
+        self.clientURI = clientURI
+        self.logoURI = logoURI
+        self.contacts = contacts
+        self.applicationType = applicationType
+        self.dynamicallyRegistered = dynamicallyRegistered
+        self.createdAt = createdAt
+    }
+
+    /// Whether the client authenticates without a secret (and so must use PKCE S256).
+    public var isPublic: Bool { tokenEndpointAuthMethod == "none" }
+
+    /// Custom (non-standard) scopes this client registered.
+    public var customScopes: [String] {
+        Scope.parse(scope).filter { !Scope.standard.contains($0) }
+    }
+
+    /// The digest stored for `secret`.
+    public static func hashSecret(_ secret: String) -> String {
+        "sha256:" + Base64URL.encode(SHA256.hash(data: Data(secret.utf8)))
+    }
+
+    /// Whether `secret` is this client's secret.
+    ///
+    /// - Important: Compares digests in constant time; never logs either value.
+    public func secretMatches(_ secret: String) -> Bool {
+        guard let secretHash else { return false }
+        return ConstantTime.equals(Self.hashSecret(secret), secretHash)
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "client_id", clientSecret = "client_secret", secretHash = "client_secret_hash"
+        case clientName = "client_name", legacyName = "name", redirectURIs = "redirect_uris"
+        case legacyRedirectURI = "redirect_uri", tokenEndpointAuthMethod = "token_endpoint_auth_method"
+        case grantTypes = "grant_types", responseTypes = "response_types", scope, clientURI = "client_uri"
+        case logoURI = "logo_uri", contacts, applicationType = "application_type"
+        case dynamicallyRegistered = "dynamically_registered", createdAt = "created_at"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        clientID = try c.decodeIfPresent(String.self, forKey: .clientID) ?? ""
+        let plaintext = try c.decodeIfPresent(String.self, forKey: .clientSecret) ?? ""
+        let hash = try c.decodeIfPresent(String.self, forKey: .secretHash) ?? ""
+        tokenEndpointAuthMethod =
+            (try c.decodeIfPresent(String.self, forKey: .tokenEndpointAuthMethod)).flatMap { $0.isEmpty ? nil : $0 }
+            ?? "client_secret_basic"
+        if !hash.isEmpty {
+            secretHash = hash
+        } else if !plaintext.isEmpty {
+            secretHash = Self.hashSecret(plaintext)
+        } else {
+            secretHash = nil
+        }
+        let clientName = try c.decodeIfPresent(String.self, forKey: .clientName) ?? ""
+        let legacyName = try c.decodeIfPresent(String.self, forKey: .legacyName) ?? ""
+        name = clientName.isEmpty ? legacyName : clientName
+        var uris = try c.decodeIfPresent([String].self, forKey: .redirectURIs) ?? []
+        if uris.isEmpty, let single = try c.decodeIfPresent(String.self, forKey: .legacyRedirectURI), !single.isEmpty {
+            uris = [single]
+        }
+        redirectURIs = uris
+        grantTypes = try c.decodeIfPresent([String].self, forKey: .grantTypes) ?? ["authorization_code", "refresh_token"]
+        responseTypes = try c.decodeIfPresent([String].self, forKey: .responseTypes) ?? ["code"]
+        scope = try c.decodeIfPresent(String.self, forKey: .scope) ?? ""
+        clientURI = try c.decodeIfPresent(String.self, forKey: .clientURI) ?? ""
+        logoURI = try c.decodeIfPresent(String.self, forKey: .logoURI) ?? ""
+        contacts = try c.decodeIfPresent([String].self, forKey: .contacts) ?? []
+        applicationType = try c.decodeIfPresent(String.self, forKey: .applicationType) ?? "web"
+        dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
+        if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
+            createdAt = date
+        } else {
+            createdAt = Date(timeIntervalSince1970: 0)
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(clientID, forKey: .clientID)
+        try c.encode("", forKey: .clientSecret)
+        if let secretHash { try c.encode(secretHash, forKey: .secretHash) }
+        try c.encode(name, forKey: .clientName)
+        try c.encode(redirectURIs, forKey: .redirectURIs)
+        try c.encode(redirectURIs.first ?? "", forKey: .legacyRedirectURI)
+        try c.encode(tokenEndpointAuthMethod, forKey: .tokenEndpointAuthMethod)
+        try c.encode(grantTypes, forKey: .grantTypes)
+        try c.encode(responseTypes, forKey: .responseTypes)
+        if !scope.isEmpty { try c.encode(scope, forKey: .scope) }
+        if !clientURI.isEmpty { try c.encode(clientURI, forKey: .clientURI) }
+        if !logoURI.isEmpty { try c.encode(logoURI, forKey: .logoURI) }
+        if !contacts.isEmpty { try c.encode(contacts, forKey: .contacts) }
+        try c.encode(applicationType, forKey: .applicationType)
+        try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
+        try c.encode(RFC3339.format(createdAt), forKey: .createdAt)
+    }
+}
+
+/// RFC 3339 timestamps as Go writes and reads them.
+public enum RFC3339 {
+    public static func format(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+
+    public static func parse(_ text: String) -> Date? {
+        if let date = try? Date(text, strategy: .iso8601) { return date }
+        let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+        if let date = try? Date(text, strategy: fractional) { return date }
+        // Go writes offsets such as +02:00 and up to nanosecond fractions; trim the fraction.
+        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" }) {
+            let trimmed = String(text[..<dot]) + String(text[end...])
+            return try? Date(trimmed, strategy: .iso8601)
+        }
+        return nil
+    }
+}

@@ -1,0 +1,173 @@
+import Foundation
+import StateStore
+
+/// The registered clients, persisted in the state store as `oidc-funnel-clients.json`.
+///
+/// Every change is written to the store before the call returns, so an HTTP answer that reports
+/// a new client or secret never precedes its durability.
+public actor ClientRegistry {
+    /// The state key the Go tsidp uses for its client file.
+    public static let stateKey = "oidc-funnel-clients.json"
+    /// The Go tsidp strict mode's client file, read when the main one is absent.
+    public static let legacyStrictKey = "oauth-clients.json"
+
+    private let store: any StateStore
+    private var clients: [String: Client] = [:]
+
+    init(store: any StateStore, clients: [String: Client]) {
+        self.store = store
+        self.clients = clients
+    }
+
+    /// Loads the registry from `store`, importing a Go tsidp file in any of its shapes.
+    public static func load(from store: any StateStore) async throws -> ClientRegistry {
+        var data = try await store.read(stateKey)
+        var imported = false
+        if data == nil, let legacy = try await store.read(legacyStrictKey) {
+            data = legacy
+            imported = true
+        }
+        var clients: [String: Client] = [:]
+        var needsRewrite = imported
+        if let data, !data.isEmpty {
+            let decoded: [String: Client]
+            do {
+                decoded = try JSONDecoder().decode([String: Client].self, from: data)
+            } catch {
+                throw StateStoreError(
+                    .io, "\(stateKey) in \(store.description) is not a valid client file; fix or remove it")
+            }
+            for (key, var client) in decoded {
+                if client.clientID.isEmpty { client.clientID = key }
+                clients[client.clientID] = client
+            }
+            // A Go tsidp file holds plaintext secrets; rewrite it with digests only.
+            if let text = String(data: data, encoding: .utf8), text.contains("\"client_secret\" : \"")
+                || text.range(of: #""client_secret":\s*"[^"]+""#, options: .regularExpression) != nil
+            {
+                needsRewrite = true
+            }
+        }
+        let registry = ClientRegistry(store: store, clients: clients)
+        if needsRewrite { try await registry.persist() }
+        return registry
+    }
+
+    /// The client with `id`, if registered.
+    public func client(_ id: String) -> Client? {
+        clients[id]
+    }
+
+    /// Every client, sorted by name then ID (the admin UI's order).
+    public func all() -> [Client] {
+        clients.values.sorted { ($0.name.lowercased(), $0.clientID) < ($1.name.lowercased(), $1.clientID) }
+    }
+
+    /// What a client registration asks for.
+    public struct Registration: Sendable {
+        public var name: String
+        public var redirectURIs: [String]
+        public var tokenEndpointAuthMethod: String = "client_secret_basic"
+        public var grantTypes: [String] = ["authorization_code", "refresh_token"]
+        public var responseTypes: [String] = ["code"]
+        public var scope: String = ""
+        public var clientURI: String = ""
+        public var logoURI: String = ""
+        public var contacts: [String] = []
+        public var applicationType: String = "web"
+        public var dynamicallyRegistered = false
+
+        public init(name: String, redirectURIs: [String]) {
+            self.name = name
+            self.redirectURIs = redirectURIs
+        }
+    }
+
+    /// Registers a client and returns it with its secret (`nil` for public clients). The secret
+    /// is shown once; only its digest is stored.
+    public func register(_ registration: Registration) async throws -> (client: Client, secret: String?) {
+        guard !registration.redirectURIs.isEmpty else {
+            throw OAuthError(.invalidClientMetadata, "redirect_uris is required")
+        }
+        for uri in registration.redirectURIs { try RedirectURI.validate(uri) }
+        let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
+        guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
+            throw OAuthError(
+                .invalidClientMetadata,
+                "token_endpoint_auth_method must be one of \(allowedMethods.joined(separator: ", "))")
+        }
+        var id = RandomToken.hex(bytes: 16)
+        while clients[id] != nil { id = RandomToken.hex(bytes: 16) }
+        let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
+        let client = Client(
+            clientID: id, secretHash: secret.map(Client.hashSecret), name: registration.name,
+            redirectURIs: registration.redirectURIs, tokenEndpointAuthMethod: registration.tokenEndpointAuthMethod,
+            grantTypes: registration.grantTypes, responseTypes: registration.responseTypes, scope: registration.scope,
+            clientURI: registration.clientURI, logoURI: registration.logoURI, contacts: registration.contacts,
+            applicationType: registration.applicationType, dynamicallyRegistered: registration.dynamicallyRegistered,
+            createdAt: Date())
+        clients[id] = client
+        do {
+            try await persist()
+        } catch {
+            clients[id] = nil
+            throw error
+        }
+        return (client, secret)
+    }
+
+    /// Changes a client's name and redirect URIs.
+    public func update(_ id: String, name: String, redirectURIs: [String]) async throws -> Client {
+        guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
+        for uri in redirectURIs { try RedirectURI.validate(uri) }
+        let previous = client
+        client.name = name
+        client.redirectURIs = redirectURIs
+        clients[id] = client
+        do {
+            try await persist()
+        } catch {
+            clients[id] = previous
+            throw error
+        }
+        return client
+    }
+
+    /// Replaces a client's secret and returns the new one.
+    public func regenerateSecret(_ id: String) async throws -> (client: Client, secret: String) {
+        guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        let previous = client
+        let secret = RandomToken.hex(bytes: 32)
+        client.secretHash = Client.hashSecret(secret)
+        if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
+        clients[id] = client
+        do {
+            try await persist()
+        } catch {
+            clients[id] = previous
+            throw error
+        }
+        return (client, secret)
+    }
+
+    /// Removes a client; returns whether it existed.
+    @discardableResult
+    public func delete(_ id: String) async throws -> Bool {
+        guard let previous = clients.removeValue(forKey: id) else { return false }
+        do {
+            try await persist()
+        } catch {
+            clients[id] = previous
+            throw error
+        }
+        return true
+    }
+
+    func persist() async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        let data = try encoder.encode(clients)
+        try await store.write(Self.stateKey, data)
+    }
+}

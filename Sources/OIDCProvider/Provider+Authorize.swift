@@ -1,0 +1,188 @@
+import Foundation
+
+/// What `/authorize` answers.
+public enum AuthorizeResult: Sendable, Equatable {
+    /// 302 to this URL (success or an error the client can handle).
+    case redirect(String)
+    /// An auto-submitting HTML form posting `fields` to `action` (`response_mode=form_post`).
+    case formPost(action: String, fields: [String: String])
+    /// An error shown to the person, never redirected: the client or redirect URI is not trusted.
+    case errorPage(OAuthError)
+}
+
+extension Provider {
+    /// Handles an authorization request (RFC 6749 §4.1.1, OIDC Core §3.1.2).
+    ///
+    /// Checks that can only fail because of the client or redirect URI end on an error page;
+    /// later failures are redirected to the client with `error`, `state` and `iss`.
+    ///
+    /// - Important: `identify` is asked only once the request is otherwise valid, and any failure
+    ///   of it means "not identified": no default user is ever substituted.
+    public func authorize(
+        _ parameters: OAuthParameters, identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
+    ) async -> AuthorizeResult {
+        // 1. Client and redirect URI: failures here must not redirect anywhere.
+        let clientID: String
+        let redirectURI: String
+        let client: Client
+        do {
+            guard let id = try parameters.single("client_id") else {
+                return .errorPage(OAuthError(.invalidRequest, "The request has no client_id."))
+            }
+            clientID = id
+            guard let found = await clients.client(id) else {
+                return .errorPage(
+                    OAuthError(.invalidClient, "No client with ID \(Self.clip(id)) is registered with this identity provider.", status: 400))
+            }
+            client = found
+            guard let uri = try parameters.single("redirect_uri") else {
+                return .errorPage(OAuthError(.invalidRequest, "The request has no redirect_uri."))
+            }
+            guard client.redirectURIs.contains(uri) else {
+                return .errorPage(
+                    OAuthError(
+                        .invalidRequest,
+                        "The redirect_uri \(Self.clip(uri)) is not registered for client \(client.name.isEmpty ? clientID : client.name)."
+                    ))
+            }
+            redirectURI = uri
+        } catch let error as OAuthError {
+            return .errorPage(error)
+        } catch {
+            return .errorPage(OAuthError(.invalidRequest, "The request is malformed."))
+        }
+
+        let state = parameters.first("state")
+        var responseMode = "query"
+        if let mode = parameters.first("response_mode") {
+            guard mode == "query" || mode == "form_post" else {
+                return respond(
+                    redirectURI, mode: "query", state: state,
+                    error: OAuthError(.invalidRequest, "response_mode \(Self.clip(mode)) is not supported"))
+            }
+            responseMode = mode
+        }
+        func fail(_ error: OAuthError) -> AuthorizeResult {
+            respond(redirectURI, mode: responseMode, state: state, error: error)
+        }
+
+        do {
+            // 2. Request shape.
+            if parameters.first("request") != nil {
+                return fail(OAuthError(.requestNotSupported, "request objects are not supported"))
+            }
+            if parameters.first("request_uri") != nil {
+                return fail(OAuthError(.requestURINotSupported, "request_uri is not supported"))
+            }
+            guard let responseType = try parameters.single("response_type") else {
+                return fail(OAuthError(.invalidRequest, "response_type is required"))
+            }
+            guard responseType == "code" else {
+                return fail(OAuthError(.unsupportedResponseType, "only response_type=code is supported"))
+            }
+            let scopes = Scope.parse(try parameters.single("scope"))
+            let allowed = Set(Scope.standard + client.customScopes)
+            if let unknown = scopes.first(where: { !allowed.contains($0) }) {
+                return fail(OAuthError(.invalidScope, "scope \(Self.clip(unknown)) is not supported"))
+            }
+            let nonce = try parameters.single("nonce")
+            var challenge: String?
+            var method: PKCE.Method?
+            if let value = try parameters.single("code_challenge") {
+                let methodText = try parameters.single("code_challenge_method") ?? "plain"
+                guard let parsed = PKCE.Method(rawValue: methodText) else {
+                    return fail(OAuthError(.invalidRequest, "code_challenge_method must be S256 or plain"))
+                }
+                guard PKCE.isWellFormed(value) else {
+                    return fail(OAuthError(.invalidRequest, "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"))
+                }
+                challenge = value
+                method = parsed
+            }
+            if client.isPublic && method != .s256 {
+                return fail(OAuthError(.invalidRequest, "public clients must use PKCE with code_challenge_method=S256"))
+            }
+            let prompts = Set((try parameters.single("prompt") ?? "").split(separator: " ").map(String.init))
+            if prompts.contains("none") && prompts.count > 1 {
+                return fail(OAuthError(.invalidRequest, "prompt=none cannot be combined with other values"))
+            }
+            if let maxAge = try parameters.single("max_age"), Int(maxAge) == nil || Int(maxAge)! < 0 {
+                return fail(OAuthError(.invalidRequest, "max_age must be a non-negative integer"))
+            }
+            var resources: [String] = []
+            for resource in parameters.all("resource") {
+                guard let url = URLComponents(string: resource), url.scheme != nil, url.fragment == nil else {
+                    return fail(OAuthError(.invalidTarget, "resource \(Self.clip(resource)) is not an absolute URI"))
+                }
+                if !resources.contains(resource) { resources.append(resource) }
+            }
+
+            // 3. Who is asking.
+            let identity: UserIdentity
+            do {
+                identity = try await identify()
+            } catch {
+                if prompts.contains("none") {
+                    return fail(OAuthError(.loginRequired, "the device is not identified on the tailnet"))
+                }
+                switch error {
+                case .unknownDevice:
+                    return fail(OAuthError(.accessDenied, "the device is not identified on the tailnet"))
+                case .unavailable:
+                    return fail(OAuthError(.temporarilyUnavailable, "the tailnet identity service is unavailable"))
+                }
+            }
+            guard !identity.isTagged else {
+                return fail(OAuthError(.accessDenied, "tagged devices have no user identity and cannot log in"))
+            }
+            if !resources.isEmpty {
+                let rules: [CapabilityRule]
+                do {
+                    rules = try identity.rules()
+                } catch {
+                    return fail(OAuthError(.serverError, "the tsidp grant for this user is malformed"))
+                }
+                let grants = Grants(rules)
+                resources = resources.filter { grants.allows(resource: $0, for: identity.loginName) }
+                if resources.isEmpty {
+                    return fail(OAuthError(.invalidTarget, "none of the requested resources is granted to this user"))
+                }
+            }
+
+            // 4. Issue the code.
+            let issuedAt = now()
+            let grant = AuthorizationGrant(
+                clientID: clientID, redirectURI: redirectURI, scopes: scopes, nonce: nonce, codeChallenge: challenge,
+                codeChallengeMethod: method, resources: resources, identity: identity, authTime: issuedAt)
+            let code = RandomToken.make(bytes: 32)
+            grants.storeCode(code, grant: grant, expiresAt: issuedAt.addingTimeInterval(configuration.codeLifetime))
+            var fields: [(String, String)] = [("code", code)]
+            if let state { fields.append(("state", state)) }
+            fields.append(("iss", configuration.issuer))
+            return deliver(redirectURI, mode: responseMode, fields: fields)
+        } catch let error as OAuthError {
+            return fail(error)
+        } catch {
+            return fail(OAuthError(.invalidRequest, "the request is malformed"))
+        }
+    }
+
+    private func respond(_ redirectURI: String, mode: String, state: String?, error: OAuthError) -> AuthorizeResult {
+        var fields: [(String, String)] = [("error", error.code.rawValue), ("error_description", error.message)]
+        if let state { fields.append(("state", state)) }
+        fields.append(("iss", configuration.issuer))
+        return deliver(redirectURI, mode: mode, fields: fields)
+    }
+
+    private func deliver(_ redirectURI: String, mode: String, fields: [(String, String)]) -> AuthorizeResult {
+        if mode == "form_post" {
+            return .formPost(action: redirectURI, fields: Dictionary(fields, uniquingKeysWith: { a, _ in a }))
+        }
+        return .redirect(RedirectURI.appending(fields, to: redirectURI))
+    }
+
+    /// Shortens attacker-controlled text before it is shown.
+    static func clip(_ text: String) -> String {
+        text.count > 200 ? String(text.prefix(200)) + "…" : text
+    }
+}

@@ -1,0 +1,202 @@
+import AnyJSON
+import Foundation
+
+/// What `/token` answers: a JSON body and its status; errors carry a `WWW-Authenticate`
+/// challenge when the client tried HTTP Basic authentication.
+public struct TokenResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    public var wwwAuthenticate: String?
+
+    static func failure(_ error: OAuthError, basicChallenge: Bool = false) -> TokenResponse {
+        TokenResponse(
+            status: error.status, body: error.jsonBody,
+            wwwAuthenticate: error.status == 401 && basicChallenge ? "Basic realm=\"tsidp\"" : nil)
+    }
+}
+
+/// Client credentials presented at the token endpoint.
+struct PresentedCredentials {
+    var clientID: String?
+    var secret: String?
+    var usedBasic: Bool
+
+    /// Reads `client_secret_basic` from the Authorization header or `client_secret_post` /
+    /// public `client_id` from the form (RFC 6749 §2.3.1). Using both methods is an error.
+    init(authorization: String?, form: OAuthParameters) throws {
+        let formID = try form.single("client_id")
+        let formSecret = try form.single("client_secret")
+        if let authorization, !authorization.isEmpty {
+            let parts = authorization.split(separator: " ", maxSplits: 1)
+            guard parts.count == 2, parts[0].lowercased() == "basic" else {
+                throw OAuthError(.invalidClient, "the Authorization header is not HTTP Basic")
+            }
+            guard let decoded = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
+                let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":")
+            else {
+                throw OAuthError(.invalidClient, "the Basic credentials are malformed")
+            }
+            let id = try OAuthParameters.decodeComponent(text[..<colon])
+            let secret = try OAuthParameters.decodeComponent(text[text.index(after: colon)...])
+            if formSecret != nil {
+                throw OAuthError(.invalidRequest, "use one client authentication method, not both")
+            }
+            if let formID, formID != id {
+                throw OAuthError(.invalidClient, "client_id in the form differs from the Basic credentials")
+            }
+            self.clientID = id
+            self.secret = secret
+            self.usedBasic = true
+        } else {
+            self.clientID = formID
+            self.secret = formSecret
+            self.usedBasic = false
+        }
+    }
+}
+
+extension Provider {
+    /// Handles a token request (RFC 6749 §4.1.3 and §6).
+    ///
+    /// - Important: Errors never echo a presented secret, code or token.
+    public func token(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
+        var basic = false
+        do {
+            let credentials = try PresentedCredentials(authorization: authorization, form: form)
+            basic = credentials.usedBasic
+            guard let grantType = try form.single("grant_type") else {
+                throw OAuthError(.invalidRequest, "grant_type is required")
+            }
+            switch grantType {
+            case "authorization_code":
+                let client = try await authenticate(credentials)
+                return try await redeemCode(form, client: client)
+            case "refresh_token":
+                let client = try await authenticate(credentials)
+                return try await refresh(form, client: client)
+            default:
+                throw OAuthError(.unsupportedGrantType, "grant_type \(Self.clip(grantType)) is not supported")
+            }
+        } catch let error as OAuthError {
+            return .failure(error, basicChallenge: basic)
+        } catch {
+            return .failure(OAuthError(.serverError, "the token could not be issued"))
+        }
+    }
+
+    func authenticate(_ credentials: PresentedCredentials) async throws -> Client {
+        guard let id = credentials.clientID else {
+            throw OAuthError(.invalidClient, "client authentication is required")
+        }
+        guard let client = await clients.client(id) else {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        if client.isPublic {
+            guard credentials.secret == nil else {
+                throw OAuthError(.invalidClient, "client authentication failed")
+            }
+            return client
+        }
+        guard let secret = credentials.secret else {
+            throw OAuthError(.invalidClient, "client authentication is required")
+        }
+        guard client.secretMatches(secret) else {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        return client
+    }
+
+    private func redeemCode(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
+        guard let code = try form.single("code") else {
+            throw OAuthError(.invalidRequest, "code is required")
+        }
+        let current = now()
+        let grant: AuthorizationGrant
+        switch grants.redeemCode(code, now: current) {
+        case .unknown: throw OAuthError(.invalidGrant, "the code is invalid")
+        case .expired: throw OAuthError(.invalidGrant, "the code has expired")
+        case .replayed: throw OAuthError(.invalidGrant, "the code was already used; tokens issued with it are revoked")
+        case .valid(let found): grant = found
+        }
+        guard grant.clientID == client.clientID else {
+            throw OAuthError(.invalidGrant, "the code was issued to another client")
+        }
+        guard let redirectURI = try form.single("redirect_uri"), redirectURI == grant.redirectURI else {
+            throw OAuthError(.invalidGrant, "redirect_uri does not match the authorization request")
+        }
+        let verifier = try form.single("code_verifier")
+        if let challenge = grant.codeChallenge, let method = grant.codeChallengeMethod {
+            guard let verifier else { throw OAuthError(.invalidRequest, "code_verifier is required") }
+            guard PKCE.verify(verifier: verifier, challenge: challenge, method: method) else {
+                throw OAuthError(.invalidGrant, "code_verifier does not match the code_challenge")
+            }
+        } else if verifier != nil {
+            throw OAuthError(.invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
+        }
+        return try issue(grant: grant, issuedAt: current, code: code, familyID: nil)
+    }
+
+    private func refresh(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
+        guard let presented = try form.single("refresh_token") else {
+            throw OAuthError(.invalidRequest, "refresh_token is required")
+        }
+        let current = now()
+        let next = RandomToken.make(bytes: 32)
+        let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
+        var grant: AuthorizationGrant
+        let familyID: String
+        switch grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID) {
+        case .unknown: throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
+        case .reused: throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
+        case .valid(let id, let found):
+            familyID = id
+            grant = found
+        }
+        if let scopeText = try form.single("scope") {
+            let requested = Scope.parse(scopeText)
+            guard requested.allSatisfy(grant.scopes.contains) else {
+                throw OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
+            }
+            grant.scopes = requested
+        }
+        return try issue(grant: grant, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
+    }
+
+    /// Mints an access token, an ID token (for `openid`) and a refresh token, and writes the
+    /// token response.
+    func issue(
+        grant: AuthorizationGrant, issuedAt: Date, code: String?, familyID existingFamily: String?,
+        refreshToken existingRefresh: String? = nil
+    ) throws -> TokenResponse {
+        let accessToken = RandomToken.make(bytes: 32)
+        let audience = [grant.clientID] + grant.resources
+        var idToken: String?
+        if grant.scopes.contains(Scope.openid) {
+            let payload = try idTokenPayload(grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
+            idToken = try keys.signingKey.sign(payload: payload)
+        }
+        let refreshToken = existingRefresh ?? RandomToken.make(bytes: 32)
+        let familyID =
+            existingFamily
+            ?? grants.startFamily(
+                grant: grant, refreshToken: refreshToken,
+                expiresAt: issuedAt.addingTimeInterval(configuration.refreshTokenLifetime))
+        let accessKey = grants.storeAccessToken(
+            accessToken,
+            entry: .init(
+                grant: grant, audience: audience,
+                expiresAt: issuedAt.addingTimeInterval(configuration.accessTokenLifetime), issuedAt: issuedAt,
+                familyID: familyID, jti: RandomToken.make(bytes: 16)))
+        if let code { grants.recordMinted(code: code, familyID: familyID, accessTokenHash: accessKey) }
+        var members: [(String, JSONValue)] = [
+            ("access_token", .string(accessToken)),
+            ("token_type", .string("Bearer")),
+            ("expires_in", .int(Int64(configuration.accessTokenLifetime))),
+            ("refresh_token", .string(refreshToken)),
+        ]
+        if let idToken { members.append(("id_token", .string(idToken))) }
+        members.append(("scope", .string(grant.scopes.joined(separator: " "))))
+        return TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil)
+    }
+}

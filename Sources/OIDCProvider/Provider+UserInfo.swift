@@ -1,0 +1,43 @@
+import Foundation
+
+/// What `/userinfo` answers (OIDC Core §5.3, RFC 6750 errors).
+public struct UserInfoResponse: Sendable {
+    public var status: Int
+    public var body: [UInt8]
+    /// The `WWW-Authenticate` challenge for 401/403 answers.
+    public var wwwAuthenticate: String?
+}
+
+extension Provider {
+    /// Answers a userinfo request carrying `accessToken` (`nil` when the request had none).
+    public func userInfo(accessToken: String?) -> UserInfoResponse {
+        guard let accessToken, !accessToken.isEmpty else {
+            let error = OAuthError(.invalidToken, "an access token is required", status: 401)
+            return UserInfoResponse(status: 401, body: error.jsonBody, wwwAuthenticate: "Bearer realm=\"tsidp\"")
+        }
+        guard let entry = grants.accessToken(accessToken) else {
+            return Self.bearerFailure(OAuthError(.invalidToken, "the access token is invalid"))
+        }
+        guard entry.expiresAt > now() else {
+            grants.removeAccessToken(accessToken)
+            return Self.bearerFailure(OAuthError(.invalidToken, "the access token has expired"))
+        }
+        guard entry.grant.scopes.contains(Scope.openid) else {
+            return Self.bearerFailure(OAuthError(.insufficientScope, "the access token was not issued for openid"))
+        }
+        do {
+            return UserInfoResponse(status: 200, body: Array(try userInfoPayload(entry.grant).utf8), wwwAuthenticate: nil)
+        } catch let error as OAuthError {
+            return UserInfoResponse(status: error.status, body: error.jsonBody, wwwAuthenticate: nil)
+        } catch {
+            let failure = OAuthError(.serverError, "userinfo could not be produced")
+            return UserInfoResponse(status: 500, body: failure.jsonBody, wwwAuthenticate: nil)
+        }
+    }
+
+    static func bearerFailure(_ error: OAuthError) -> UserInfoResponse {
+        let challenge =
+            "Bearer realm=\"tsidp\", error=\"\(error.code.rawValue)\", error_description=\"\(error.message)\""
+        return UserInfoResponse(status: error.status, body: error.jsonBody, wwwAuthenticate: challenge)
+    }
+}

@@ -1,0 +1,72 @@
+import AnyJSON
+import Foundation
+
+/// Who a request belongs to, as the tailnet said at the time: the user, their device, and the
+/// policy grants that apply. Built from a WhoIs answer by the server; this module knows nothing
+/// of how it was obtained.
+public struct UserIdentity: Sendable, Equatable, Codable {
+    public var userID: Int64
+    public var loginName: String
+    public var displayName: String
+    public var profilePicURL: String
+    public var groups: [String]
+    public var nodeID: Int64
+    public var nodeStableID: String
+    /// The node's FQDN with trailing dot, e.g. `alice-laptop.tail1234.ts.net.`.
+    public var nodeName: String
+    public var nodeKey: String
+    /// The node's Tailscale addresses as prefixes.
+    public var addresses: [String]
+    public var tags: [String]
+    /// The raw values granted under the tsidp capability name.
+    public var capabilityValues: [JSONValue]
+
+    public init(
+        userID: Int64, loginName: String, displayName: String, profilePicURL: String = "", groups: [String] = [],
+        nodeID: Int64, nodeStableID: String = "", nodeName: String, nodeKey: String = "", addresses: [String] = [],
+        tags: [String] = [], capabilityValues: [JSONValue] = []
+    ) {
+        self.userID = userID
+        self.loginName = loginName
+        self.displayName = displayName
+        self.profilePicURL = profilePicURL
+        self.groups = groups
+        self.nodeID = nodeID
+        self.nodeStableID = nodeStableID
+        self.nodeName = nodeName
+        self.nodeKey = nodeKey
+        self.addresses = addresses
+        self.tags = tags
+        self.capabilityValues = capabilityValues
+    }
+
+    /// Whether the device is tagged: tagged devices have no user identity.
+    public var isTagged: Bool { !tags.isEmpty }
+
+    /// The policy rules granted to this identity; a malformed grant is an error.
+    public func rules() throws -> [CapabilityRule] {
+        try CapabilityRule.parse(capabilityValues)
+    }
+
+    /// The login name before `@` (the Go tsidp's `username`).
+    public var username: String {
+        String(loginName.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+    }
+
+    /// The tailnet part of the node name, after the first label (`tail1234.ts.net.`).
+    public var tailnet: String {
+        guard let dot = nodeName.firstIndex(of: ".") else { return "" }
+        return String(nodeName[nodeName.index(after: dot)...])
+    }
+
+    /// An email address relying parties accept: login names such as `alice@github` (no domain
+    /// dot) become `alice@github.<idp host>`, as the Go tsidp does.
+    public func realishEmail(idpHost: String) -> String {
+        guard let at = loginName.firstIndex(of: "@") else { return loginName }
+        let domain = loginName[loginName.index(after: at)...]
+        if domain == "github" || domain == "passkey" || !domain.contains(".") {
+            return idpHost.isEmpty ? loginName : "\(loginName).\(idpHost)"
+        }
+        return loginName
+    }
+}

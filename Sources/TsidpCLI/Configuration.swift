@@ -1,0 +1,130 @@
+import Logging
+
+/// Everything tsidp needs to start, resolved from flags, environment and defaults.
+public struct Configuration: Sendable, Equatable {
+    public enum Mode: Sendable, Equatable {
+        /// Simulated tailnet, plain HTTP on 127.0.0.1.
+        case development
+        /// The host's tailscaled at a socket.
+        case localTailscaled
+        /// tsidp supervises its own tailscaled.
+        case embedded
+    }
+
+    public var mode: Mode
+    public var port: Int
+    public var localPort: Int?
+    public var socketPath: String
+    public var hostname: String
+    public var stateDirectory: String?
+    public var state: String?
+    public var funnel: Bool
+    public var enableSTS: Bool
+    public var logLevel: Logger.Level
+    public var allowInsecureRegistration: Bool
+    public var debugAllRequests: Bool
+    public var debugTailscaled: Bool
+    public var devIdentitiesPath: String?
+
+    public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
+
+    /// Resolves `command` against `environment`: a flag on the command line wins over its
+    /// environment variable, which wins over the default.
+    ///
+    /// - Throws: ``UsageError`` with a one-line message for bad values and impossible combinations.
+    public static func resolve(_ command: TsidpCommand, environment: [String: String]) throws -> Configuration {
+        func envBool(_ name: String) throws -> Bool? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = GoFlags.parseBool(text) else {
+                throw UsageError("invalid boolean value \"\(text)\" in \(name): use true or false")
+            }
+            return value
+        }
+        func envInt(_ name: String) throws -> Int? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            guard let value = Int(text) else { throw UsageError("invalid number \"\(text)\" in \(name)") }
+            return value
+        }
+        func envString(_ name: String) -> String? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            return text
+        }
+
+        let dev = command.dev ?? false
+        let useLocal = try command.useLocalTailscaled ?? envBool("TSIDP_USE_LOCAL_TAILSCALED") ?? false
+        let funnel = try command.funnel ?? envBool("TSIDP_USE_FUNNEL") ?? false
+        let port = try command.port ?? envInt("TSIDP_PORT") ?? (dev ? 8080 : 443)
+        guard (1...65535).contains(port) else {
+            throw UsageError("--port \(port) is out of range: use 1 to 65535")
+        }
+        let localPortValue = try command.localPort ?? envInt("TSIDP_LOCAL_PORT") ?? -1
+        guard localPortValue == -1 || (1...65535).contains(localPortValue) else {
+            throw UsageError("--local-port \(localPortValue) is out of range: use 1 to 65535, or -1 for off")
+        }
+        if localPortValue == port {
+            throw UsageError("--local-port must differ from --port (both are \(port))")
+        }
+        let verbose = command.verbose ?? false
+        let levelText = command.log ?? envString("TSIDP_LOG") ?? (verbose ? "debug" : "info")
+        let level: Logger.Level
+        switch levelText.lowercased() {
+        case "debug": level = .debug
+        case "info": level = .info
+        case "warn", "warning": level = .warning
+        case "error": level = .error
+        default: throw UsageError("invalid --log level \"\(levelText)\": use debug, info, warn or error")
+        }
+        let hostname = command.hostname ?? envString("TS_HOSTNAME") ?? "idp"
+        guard !hostname.isEmpty, hostname.count <= 63,
+            hostname.allSatisfy({ $0.isLetter && $0.isASCII || $0.isNumber || $0 == "-" }),
+            !hostname.hasPrefix("-"), !hostname.hasSuffix("-")
+        else {
+            throw UsageError("invalid --hostname \"\(hostname)\": use letters, digits and '-' (at most 63)")
+        }
+        let socket = command.socket ?? defaultSocket
+        guard !socket.isEmpty else { throw UsageError("--socket must not be empty") }
+
+        if !dev && command.devIdentities != nil {
+            throw UsageError("--dev-identities only works together with --dev")
+        }
+        if dev && useLocal {
+            throw UsageError("--dev and --use-local-tailscaled cannot be combined: --dev simulates the tailnet")
+        }
+        if dev && funnel {
+            throw UsageError("--dev and --funnel cannot be combined: --dev never leaves this machine")
+        }
+        if !dev && environment["TAILSCALE_USE_WIP_CODE"] != "1" && environment["TAILSCALE_USE_WIP_CODE"] != "true" {
+            throw UsageError(
+                "tsidp is work in progress: set TAILSCALE_USE_WIP_CODE=1 to run it (or try --dev, which needs nothing)")
+        }
+
+        return Configuration(
+            mode: dev ? .development : (useLocal ? .localTailscaled : .embedded),
+            port: port,
+            localPort: localPortValue == -1 ? nil : localPortValue,
+            socketPath: socket,
+            hostname: hostname,
+            stateDirectory: command.dir ?? envString("TS_STATE_DIR"),
+            state: command.state ?? envString("TS_STATE"),
+            funnel: funnel,
+            enableSTS: try command.enableSTS ?? envBool("TSIDP_ENABLE_STS") ?? false,
+            logLevel: level,
+            allowInsecureRegistration: command.allowInsecureRegistration ?? false,
+            debugAllRequests: try command.debugAllRequests ?? envBool("TSIDP_DEBUG_ALL_REQUESTS") ?? false,
+            debugTailscaled: try command.debugTailscaled ?? envBool("TSIDP_DEBUG_TSNET") ?? false,
+            devIdentitiesPath: command.devIdentities)
+    }
+
+    /// Features that are parsed but not built yet, as a one-line refusal.
+    public var unsupportedFeature: String? {
+        if mode == .embedded {
+            return "the embedded node (the default mode) is not yet supported: use --use-local-tailscaled with the host's tailscaled, or --dev"
+        }
+        if funnel { return "--funnel is not yet supported" }
+        if let state, state.hasPrefix("kube:") { return "--state=kube:<secret> is not yet supported" }
+        if state != nil { return "--state is not yet supported; use --dir" }
+        if enableSTS { return "--enable-sts (token exchange) is not yet supported" }
+        if allowInsecureRegistration { return "--allow-insecure-registration is not yet supported" }
+        return nil
+    }
+}

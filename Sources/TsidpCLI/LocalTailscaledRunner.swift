@@ -1,0 +1,166 @@
+import Foundation
+import Hummingbird
+import HummingbirdTLS
+import IDPServer
+import Logging
+import NIOCore
+import NIOSSL
+import OIDCProvider
+import ServiceLifecycle
+import Synchronization
+import Tailnet
+
+/// `--use-local-tailscaled`: serves HTTPS on each of the host node's Tailscale addresses with the
+/// certificate tailscaled holds for the node's MagicDNS name, and asks the host's tailscaled who
+/// each caller is.
+struct LocalTailscaledRunner {
+    let configuration: Configuration
+    let logger: Logger
+
+    func run() async throws {
+        let localAPI = LocalAPIClient(socketPath: configuration.socketPath)
+        let status: Status
+        do {
+            status = try await localAPI.status()
+        } catch {
+            throw UsageError("cannot ask tailscaled at \(configuration.socketPath) for its status: \(error)")
+        }
+        guard status.backendState == "Running" else {
+            throw UsageError("tailscaled is \(status.backendState.isEmpty ? "not running" : status.backendState); run `tailscale up` first")
+        }
+        guard let dnsName = status.selfDNSName, !dnsName.isEmpty else {
+            throw UsageError("tailscaled reports no MagicDNS name for this node; enable MagicDNS for the tailnet")
+        }
+        guard !status.certDomains.isEmpty else {
+            throw UsageError("HTTPS certificates are not enabled for this tailnet; turn them on in the admin console (DNS page)")
+        }
+        guard !status.tailscaleIPs.isEmpty else {
+            throw UsageError("tailscaled reports no Tailscale addresses for this node")
+        }
+        let certificates = try await CertificateSource.load(localAPI: localAPI, domain: dnsName)
+
+        guard let stateDirectory = configuration.stateDirectory else {
+            throw UsageError("--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
+        }
+        let store = try Runner.openStore(stateDirectory)
+        let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
+        let provider = try await Runner.makeProvider(store: store, issuer: issuer, idpHost: dnsName, logger: logger)
+        var options = IDPServer.Options()
+        options.debugAllRequests = configuration.debugAllRequests
+        let server = IDPServer(
+            provider: provider,
+            identity: CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability),
+            options: options, logger: logger,
+            readiness: { (try? await localAPI.status())?.backendState == "Running" })
+
+        var services: [any Service] = []
+        for address in status.tailscaleIPs {
+            services.append(
+                Application(
+                    router: server.router(for: .tailnet),
+                    server: try .tls(tlsConfiguration: certificates.tlsConfiguration()),
+                    configuration: .init(address: .hostname(address, port: configuration.port), serverName: nil),
+                    logger: logger))
+        }
+        if let localPort = configuration.localPort {
+            services.append(
+                Application(
+                    router: server.router(for: .local),
+                    configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
+                    logger: logger))
+        }
+        services.append(SweepService(provider: provider))
+        services.append(CertificateRefreshService(source: certificates, logger: logger))
+        logger.info(
+            "tsidp is serving", metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+}
+
+/// The node's TLS certificate from tailscaled, swapped in place when tailscaled renews it.
+final class CertificateSource: Sendable {
+    struct Material: Sendable {
+        var chain: [NIOSSLCertificate]
+        var key: NIOSSLPrivateKey
+    }
+
+    let localAPI: LocalAPIClient
+    let domain: String
+    private let current: Mutex<Material>
+
+    private init(localAPI: LocalAPIClient, domain: String, material: Material) {
+        self.localAPI = localAPI
+        self.domain = domain
+        self.current = Mutex(material)
+    }
+
+    static func load(localAPI: LocalAPIClient, domain: String) async throws -> CertificateSource {
+        CertificateSource(localAPI: localAPI, domain: domain, material: try await fetch(localAPI: localAPI, domain: domain))
+    }
+
+    static func fetch(localAPI: LocalAPIClient, domain: String) async throws -> Material {
+        let pair: CertPair
+        do {
+            pair = try await localAPI.certPair(domain: domain)
+        } catch {
+            throw UsageError("cannot get a TLS certificate for \(domain) from tailscaled: \(error)")
+        }
+        do {
+            return Material(
+                chain: try NIOSSLCertificate.fromPEMBytes(Array(pair.certificatePEM.utf8)),
+                key: try NIOSSLPrivateKey(bytes: Array(pair.keyPEM.utf8), format: .pem))
+        } catch {
+            throw UsageError("tailscaled's certificate for \(domain) cannot be used: \(error)")
+        }
+    }
+
+    /// Fetches the certificate again (tailscaled renews it before it expires).
+    func refresh() async throws {
+        let material = try await Self.fetch(localAPI: localAPI, domain: domain)
+        current.withLock { $0 = material }
+    }
+
+    /// A server configuration whose every handshake uses the current certificate.
+    func tlsConfiguration() -> TLSConfiguration {
+        let material = current.withLock { $0 }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: material.chain.map { .certificate($0) }, privateKey: .privateKey(material.key))
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.sslContextCallback = { [weak self] _, promise in
+            guard let self else {
+                promise.succeed(.noChanges)
+                return
+            }
+            let latest = self.current.withLock { $0 }
+            var override = NIOSSLContextConfigurationOverride()
+            override.certificateChain = latest.chain.map { .certificate($0) }
+            override.privateKey = .privateKey(latest.key)
+            promise.succeed(override)
+        }
+        return configuration
+    }
+}
+
+/// Re-fetches the TLS certificate every 12 hours.
+struct CertificateRefreshService: Service {
+    let source: CertificateSource
+    let logger: Logger
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(12 * 3600)) }
+            } catch {
+                return
+            }
+            do {
+                try await source.refresh()
+                logger.info("TLS certificate refreshed", metadata: ["domain": "\(source.domain)"])
+            } catch {
+                logger.warning("TLS certificate refresh failed; keeping the current one", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+}

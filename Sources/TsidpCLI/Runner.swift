@@ -1,0 +1,171 @@
+import Foundation
+import Hummingbird
+import IDPServer
+import Logging
+import OIDCProvider
+import ServiceLifecycle
+import StateStore
+import Tailnet
+
+/// Builds the provider and its listeners from a ``Configuration`` and runs them until SIGTERM
+/// or SIGINT.
+struct Runner {
+    let configuration: Configuration
+    let logger: Logger
+
+    func run() async throws {
+        switch configuration.mode {
+        case .development:
+            try await runDevelopment()
+        case .localTailscaled:
+            try await LocalTailscaledRunner(configuration: configuration, logger: logger).run()
+        case .embedded:
+            throw UsageError(configuration.unsupportedFeature ?? "the embedded node is not yet supported")
+        }
+    }
+
+    /// Opens the state directory, printing a one-line reason when it cannot be used.
+    static func openStore(_ path: String) throws -> DirectoryStateStore {
+        do {
+            return try DirectoryStateStore(path: path)
+        } catch let error as StateStoreError {
+            throw UsageError(error.message)
+        }
+    }
+
+    /// Loads keys and clients and builds the provider.
+    static func makeProvider(store: any StateStore, issuer: String, idpHost: String, logger: Logger) async throws -> Provider {
+        let keys: KeyRing
+        let clients: ClientRegistry
+        do {
+            keys = try await KeyRing.load(from: store)
+            clients = try await ClientRegistry.load(from: store)
+        } catch let error as KeyFileError {
+            throw UsageError(error.message)
+        } catch let error as StateStoreError {
+            throw UsageError(error.message)
+        }
+        return Provider(
+            configuration: ProviderConfiguration(issuer: issuer, idpHost: idpHost), keys: keys, clients: clients,
+            logger: logger)
+    }
+
+    func runDevelopment() async throws {
+        let identities: [WhoIsResponse]
+        if let path = configuration.devIdentitiesPath {
+            do {
+                identities = try DevIdentities.load(path: path)
+            } catch let error as DevIdentitiesError {
+                throw UsageError("--dev-identities \(error.message)")
+            }
+        } else {
+            identities = DevIdentities.builtIn
+        }
+        let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
+        let store = try Self.openStore(stateDirectory)
+
+        // The simulated tailnet's socket lives in a private directory of its own.
+        var template = Array(((NSTemporaryDirectory().hasSuffix("/") ? NSTemporaryDirectory() : NSTemporaryDirectory() + "/") + "tsidp-dev-XXXXXX").utf8CString)
+        guard let created = mkdtemp(&template) else {
+            throw UsageError("cannot create a private directory for the simulated tailnet")
+        }
+        let socketDirectory = String(cString: created)
+        defer { try? FileManager.default.removeItem(atPath: socketDirectory) }
+        let socketPath = socketDirectory + "/tailscaled.sock"
+        let tailnet = SimulatedTailnet(socketPath: socketPath, identities: identities)
+        let simulatedReady = ReadySignal()
+        let simulated = tailnet.application(logger: logger) { await simulatedReady.fire() }
+
+        let issuer = "http://localhost:\(configuration.port)"
+        let provider = try await Self.makeProvider(store: store, issuer: issuer, idpHost: "localhost", logger: logger)
+        let localAPI = LocalAPIClient(socketPath: socketPath, timeout: .seconds(5))
+        var options = IDPServer.Options()
+        options.debugAllRequests = configuration.debugAllRequests
+        options.developmentMode = true
+        let server = IDPServer(
+            provider: provider,
+            identity: CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability),
+            options: options, logger: logger,
+            readiness: { (try? await localAPI.status()) != nil })
+
+        var services: [any Service] = [simulated]
+        let port = configuration.port
+        let banner = Self.devBanner(
+            issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort)
+        let tailnetApp = Application(
+            router: server.router(for: .tailnet),
+            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
+            onServerRunning: { _ in
+                FileHandle.standardError.write(Data(banner.utf8))
+            },
+            logger: logger)
+        var app = tailnetApp
+        app.beforeServerStarts { await simulatedReady.wait() }
+        services.append(app)
+        if let localPort = configuration.localPort {
+            services.append(
+                Application(
+                    router: server.router(for: .local),
+                    configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
+                    logger: logger))
+        }
+        services.append(SweepService(provider: provider))
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    static func devBanner(issuer: String, identities: [WhoIsResponse], stateDirectory: String, localPort: Int?) -> String {
+        var lines = [
+            "",
+            "  tsidp --dev: FOR DEVELOPMENT ONLY. No Tailscale; a simulated tailnet answers who each caller is.",
+            "  Plain HTTP on 127.0.0.1 only. Never use this mode to protect real applications.",
+            "",
+            "  Issuer:       \(issuer)",
+            "  Discovery:    \(issuer)/.well-known/openid-configuration",
+            "  Clients API:  POST \(issuer)/clients/new  (form fields name, redirect_uri)",
+        ]
+        if let localPort { lines.append("  Operator:     http://127.0.0.1:\(localPort) (local listener)") }
+        lines.append("  State:        \(stateDirectory)")
+        lines.append("  Identities:")
+        for (index, identity) in identities.enumerated() {
+            let who = identity.node.isTagged ? "tagged \(identity.node.tags.joined(separator: ","))" : identity.userProfile.loginName
+            lines.append("    127.0.0.\(index + 1)  \(who) on \(identity.node.name)")
+        }
+        lines.append("")
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// A one-shot signal that tasks can wait for.
+actor ReadySignal {
+    private var fired = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func fire() {
+        fired = true
+        for waiter in waiters { waiter.resume() }
+        waiters.removeAll()
+    }
+
+    func wait() async {
+        if fired { return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+}
+
+/// Forgets expired codes and tokens once a minute.
+struct SweepService: Service {
+    let provider: Provider
+
+    func run() async throws {
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            do {
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(60)) }
+            } catch {
+                return
+            }
+            provider.sweep()
+        }
+    }
+}

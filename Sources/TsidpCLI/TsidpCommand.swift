@@ -1,0 +1,92 @@
+import ArgumentParser
+
+/// The version this build reports.
+public enum TsidpVersion {
+    public static let current = "0.1.0"
+}
+
+/// `tsidp`: flags as parsed, before environment fallbacks and defaults are applied.
+public struct TsidpCommand: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "tsidp",
+        abstract: "An OpenID Connect identity provider for your tailnet.",
+        discussion: """
+            Users are identified by the Tailscale identity of the device their browser connects from;
+            relying parties get standard OIDC tokens.
+
+            Try it without a tailnet:   tsidp --dev   (then open http://localhost:8080/.well-known/openid-configuration)
+
+            Every flag also takes Go's spellings: -port 443, -port=443, --funnel=false.
+            Environment variables (a flag given on the command line wins):
+              TSIDP_PORT, TSIDP_LOCAL_PORT, TSIDP_USE_LOCAL_TAILSCALED, TS_HOSTNAME, TS_STATE_DIR, TS_STATE,
+              TSIDP_USE_FUNNEL, TSIDP_ENABLE_STS, TSIDP_LOG, TSIDP_DEBUG_ALL_REQUESTS, TSIDP_DEBUG_TSNET,
+              TS_AUTHKEY / TS_AUTHKEY_FILE (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
+            """,
+        version: TsidpVersion.current)
+
+    @Flag(name: .customLong("verbose"), inversion: .prefixedNo, help: "Verbose logging (same as --log debug). (default: false)")
+    public var verbose: Bool?
+
+    @Option(name: .customLong("port"), help: "Port to serve on. Env: TSIDP_PORT. (default: 443; 8080 with --dev)")
+    public var port: Int?
+
+    @Option(
+        name: .customLong("local-port"),
+        help: "Also serve plain HTTP on localhost:<port>, with operator rights; -1 turns it off. Env: TSIDP_LOCAL_PORT. (default: -1)")
+    public var localPort: Int?
+
+    @Flag(
+        name: .customLong("use-local-tailscaled"), inversion: .prefixedNo,
+        help: "Use the host's tailscaled (at --socket) instead of an embedded node. Env: TSIDP_USE_LOCAL_TAILSCALED. (default: false)")
+    public var useLocalTailscaled: Bool?
+
+    @Option(name: .customLong("socket"), help: "tailscaled's LocalAPI socket. (default: /var/run/tailscale/tailscaled.sock)")
+    public var socket: String?
+
+    @Option(name: .customLong("hostname"), help: "Node name on the tailnet: https://<hostname>.<tailnet>.ts.net. Env: TS_HOSTNAME. (default: idp)")
+    public var hostname: String?
+
+    @Option(name: .customLong("dir"), help: "State directory (keys, clients, node state). Env: TS_STATE_DIR. (default: none; ./tsidp-dev-state with --dev)")
+    public var dir: String?
+
+    @Option(name: .customLong("state"), help: "State store: a file path or kube:<secret>. Env: TS_STATE. (default: none)")
+    public var state: String?
+
+    @Flag(name: .customLong("funnel"), inversion: .prefixedNo, help: "Expose tsidp over Tailscale Funnel. Env: TSIDP_USE_FUNNEL. (default: false)")
+    public var funnel: Bool?
+
+    @Flag(
+        name: .customLong("enable-sts"), inversion: .prefixedNo,
+        help: "Enable RFC 8693 token exchange. Env: TSIDP_ENABLE_STS. (default: false)")
+    public var enableSTS: Bool?
+
+    @Option(name: .customLong("log"), help: "Log level: debug, info, warn or error. Env: TSIDP_LOG. (default: info)")
+    public var log: String?
+
+    @Flag(
+        name: .customLong("allow-insecure-registration"), inversion: .prefixedNo,
+        help: "Legacy flow: accept any client_id and identify the relying party by its node. (default: false)")
+    public var allowInsecureRegistration: Bool?
+
+    @Flag(
+        name: .customLong("debug-all-requests"), inversion: .prefixedNo,
+        help: "Log every request and response, with secrets, codes and tokens redacted. Env: TSIDP_DEBUG_ALL_REQUESTS. (default: false)")
+    public var debugAllRequests: Bool?
+
+    @Flag(
+        name: [.customLong("debug-tailscaled"), .customLong("debug-tsnet")], inversion: .prefixedNo,
+        help: "Verbose logs from the tailnet layer. Env: TSIDP_DEBUG_TSNET. (default: false)")
+    public var debugTailscaled: Bool?
+
+    @Flag(
+        name: .customLong("dev"), inversion: .prefixedNo,
+        help: "Development mode: no Tailscale needed; a simulated tailnet on 127.0.0.1, plain HTTP. Not for production. (default: false)")
+    public var dev: Bool?
+
+    @Option(
+        name: .customLong("dev-identities"),
+        help: "With --dev: JSON array of WhoIs documents; identity N answers callers from 127.0.0.N. (default: one built-in user, alice@example.com)")
+    public var devIdentities: String?
+
+    public init() {}
+}

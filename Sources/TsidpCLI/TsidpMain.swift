@@ -1,0 +1,80 @@
+import ArgumentParser
+import Foundation
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The `tsidp` program: parses the command line, reports mistakes in one line with status 2,
+/// and runs the server.
+public enum TsidpMain {
+    public static func main(arguments: [String] = Array(CommandLine.arguments.dropFirst())) async {
+        let configuration: Configuration
+        switch parse(arguments: arguments, environment: ProcessInfo.processInfo.environment) {
+        case .exit(let status, let output, let toStandardError):
+            if !output.isEmpty {
+                FileHandle(fileDescriptor: toStandardError ? 2 : 1).write(Data((output + "\n").utf8))
+            }
+            exit(status)
+        case .run(let resolved):
+            configuration = resolved
+        }
+        if let unsupported = configuration.unsupportedFeature {
+            FileHandle.standardError.write(Data("tsidp: \(unsupported)\n".utf8))
+            exit(2)
+        }
+        let logger = makeLogger(level: configuration.logLevel)
+        do {
+            try await Runner(configuration: configuration, logger: logger).run()
+        } catch let error as UsageError {
+            FileHandle.standardError.write(Data("tsidp: \(error.message)\n".utf8))
+            exit(2)
+        } catch {
+            FileHandle.standardError.write(Data("tsidp: \(error)\n".utf8))
+            exit(1)
+        }
+    }
+
+    /// What the command line asks for.
+    public enum ParseOutcome: Equatable {
+        case run(Configuration)
+        case exit(status: Int32, output: String, toStandardError: Bool)
+    }
+
+    /// Parses `arguments` without side effects (tests call this directly).
+    public static func parse(arguments: [String], environment: [String: String]) -> ParseOutcome {
+        let command: TsidpCommand
+        do {
+            let normalized = try GoFlags.normalize(arguments)
+            command = try TsidpCommand.parseAsRoot(normalized) as! TsidpCommand
+        } catch let error as UsageError {
+            return .exit(status: 2, output: "tsidp: \(error.message)", toStandardError: true)
+        } catch {
+            let code = TsidpCommand.exitCode(for: error)
+            if code == .success {
+                return .exit(status: 0, output: TsidpCommand.fullMessage(for: error), toStandardError: false)
+            }
+            let message = TsidpCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            return .exit(status: 2, output: "tsidp: \(message) (see tsidp --help)", toStandardError: true)
+        }
+        do {
+            return .run(try Configuration.resolve(command, environment: environment))
+        } catch {
+            return .exit(status: 2, output: "tsidp: \(error)", toStandardError: true)
+        }
+    }
+
+    static func makeLogger(level: Logger.Level) -> Logger {
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var logger = Logger(label: "tsidp")
+        logger.logLevel = level
+        return logger
+    }
+}

@@ -1,0 +1,3 @@
+import TsidpCLI
+
+await TsidpMain.main()
