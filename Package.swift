@@ -108,10 +108,5 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "TsidpCLITests", dependencies: ["TsidpCLI"], swiftSettings: strict),
-        .testTarget(
-            name: "EndToEndTests",
-            dependencies: ["tsidp", .product(name: "JWTKit", package: "jwt-kit")],
-            swiftSettings: strict
-        ),
     ]
 )

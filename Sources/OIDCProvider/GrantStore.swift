@@ -138,11 +138,16 @@ final class GrantStore: Sendable {
         case unknown
         case expired
         case reused
+        case rejected(OAuthError)
     }
 
     /// Rotates a refresh token: the presented one is retired and `next` becomes current.
     /// Presenting a retired token revokes the whole family.
-    func rotate(_ presented: String, next: String, expiresAt: Date, now: Date, clientID: String) -> RefreshLookup {
+    /// `check` sees the grant before anything changes; an error from it leaves the token usable.
+    func rotate(
+        _ presented: String, next: String, expiresAt: Date, now: Date, clientID: String,
+        check: (AuthorizationGrant) -> OAuthError?
+    ) -> RefreshLookup {
         let key = Self.hash(presented)
         return state.withLock { state in
             guard let familyID = state.refreshIndex[key], var family = state.families[familyID] else {
@@ -157,6 +162,7 @@ final class GrantStore: Sendable {
                 Self.revokeFamily(familyID, in: &state)
                 return .expired
             }
+            if let error = check(family.grant) { return .rejected(error) }
             let nextKey = Self.hash(next)
             family.retiredTokenHashes.insert(key)
             family.currentTokenHash = nextKey

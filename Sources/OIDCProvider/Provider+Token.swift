@@ -145,21 +145,24 @@ extension Provider {
         let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
         var grant: AuthorizationGrant
         let familyID: String
-        switch grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID) {
+        let requested = try form.single("scope").map(Scope.parse)
+        let lookup = grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID) {
+            original in
+            if let requested, !requested.allSatisfy(original.scopes.contains) {
+                return OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
+            }
+            return nil
+        }
+        switch lookup {
         case .unknown: throw OAuthError(.invalidGrant, "the refresh token is invalid")
         case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
         case .reused: throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
+        case .rejected(let error): throw error
         case .valid(let id, let found):
             familyID = id
             grant = found
         }
-        if let scopeText = try form.single("scope") {
-            let requested = Scope.parse(scopeText)
-            guard requested.allSatisfy(grant.scopes.contains) else {
-                throw OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
-            }
-            grant.scopes = requested
-        }
+        if let requested { grant.scopes = requested }
         return try issue(grant: grant, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
     }
 

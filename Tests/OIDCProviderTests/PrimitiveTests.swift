@@ -1,0 +1,101 @@
+import AnyJSON
+import Foundation
+import OIDCProvider
+import Testing
+
+@Suite("Protocol primitives")
+struct PrimitiveTests {
+    @Test("PKCE S256 matches RFC 7636 appendix B")
+    func pkceVector() {
+        #expect(PKCE.s256Challenge(of: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        #expect(PKCE.verify(verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", method: .s256))
+    }
+
+    @Test("PKCE verifier format: 43 to 128 unreserved characters")
+    func pkceFormat() {
+        #expect(!PKCE.isWellFormed(String(repeating: "a", count: 42)))
+        #expect(PKCE.isWellFormed(String(repeating: "a", count: 43)))
+        #expect(PKCE.isWellFormed(String(repeating: "a", count: 128)))
+        #expect(!PKCE.isWellFormed(String(repeating: "a", count: 129)))
+        #expect(!PKCE.isWellFormed(String(repeating: "a", count: 42) + "+"))
+        #expect(PKCE.isWellFormed("-._~" + String(repeating: "Z9", count: 20)))
+    }
+
+    @Test("form parsing keeps repeats and rejects malformed escapes")
+    func formParsing() throws {
+        let parsed = try OAuthParameters.parse(formEncoded: "a=1&resource=x&resource=y&b=hello+world%21&empty=&flag")
+        #expect(parsed.all("resource") == ["x", "y"])
+        #expect(try parsed.single("b") == "hello world!")
+        #expect(try parsed.single("empty") == nil)
+        #expect(throws: OAuthError.self) { try parsed.single("resource") }
+        for bad in ["a=%", "a=%4", "a=%zz", "a=%ff%fe"] {
+            #expect(throws: OAuthError.self, "\(bad)") { try OAuthParameters.parse(formEncoded: bad) }
+        }
+    }
+
+    @Test("redirect parameters are appended to an existing query")
+    func appending() {
+        #expect(RedirectURI.appending([("code", "a b")], to: "https://x.example/cb") == "https://x.example/cb?code=a%20b")
+        #expect(RedirectURI.appending([("code", "c")], to: "https://x.example/cb?t=1") == "https://x.example/cb?t=1&code=c")
+    }
+
+    @Test("base64url round trip")
+    func base64url() {
+        let bytes: [UInt8] = [0xfb, 0xff, 0xfe, 0x00, 0x10]
+        let text = Base64URL.encode(bytes)
+        #expect(!text.contains("=") && !text.contains("+") && !text.contains("/"))
+        #expect(Base64URL.decode(text).map(Array.init) == bytes)
+        #expect(Base64URL.decode("a") == nil)
+    }
+
+    @Test("JSON text escapes what would break out of a string or a script")
+    func jsonText() {
+        #expect(JSONText.quote("a\"b\\c\n</script>") == "\"a\\\"b\\\\c\\n\\u003c/script\\u003e\"")
+        #expect(JSONText.encode(.double(3)) == "3")
+        #expect(JSONText.object([("b", .bool(true)), ("a", .null)]) == "{\"b\":true,\"a\":null}")
+    }
+
+    @Test("constant-time comparison")
+    func constantTime() {
+        #expect(ConstantTime.equals("abc", "abc"))
+        #expect(!ConstantTime.equals("abc", "abd"))
+        #expect(!ConstantTime.equals("abc", "abcd"))
+        #expect(!ConstantTime.equals("", "a"))
+    }
+
+    @Test("extra claims merge as the Go tsidp does, deterministically")
+    func extraClaimsMerge() throws {
+        let rules = try CapabilityRule.parse([
+            .object(["extraClaims": .object(["groups": .array([.string("a"), .int(1)]), "tier": .string("gold"), "nested": .object(["x": .int(1)])])]),
+            .object(["extraClaims": .object(["groups": .string("b"), "tier": .string("silver"), "flag": .bool(true)])]),
+            .object(["extraClaims": .object(["groups": .array([.string("a")])])]),
+        ])
+        let merged = Dictionary(uniqueKeysWithValues: Grants(rules).extraClaims(forUserInfo: false).map { ($0.0, $0.1) })
+        #expect(merged["groups"] == .array([.string("a"), .int(1), .string("b")]))
+        #expect(merged["tier"] == .string("gold"))
+        #expect(merged["flag"] == .bool(true))
+        #expect(merged["nested"] == nil)
+    }
+
+    @Test("malformed grants are errors, never silently ignored")
+    func malformedGrants() {
+        for value: JSONValue in [.string("x"), .object(["allow_admin_ui": .string("yes")]), .object(["users": .string("*")]), .object(["extraClaims": .array([])])] {
+            #expect(throws: CapabilityError.self) { try CapabilityRule.parse([value]) }
+        }
+    }
+
+    @Test("grant booleans are OR-ed and resources need a matching user")
+    func grantEvaluation() throws {
+        let grants = Grants(try CapabilityRule.parse([
+            .object(["allow_dcr": .bool(true)]),
+            .object(["users": .array([.string("alice@example.com")]), "resources": .array([.string("https://a.example")])]),
+            .object(["users": .array([.string("*")]), "resources": .array([.string("https://public.example")])]),
+        ]))
+        #expect(grants.allowDCR)
+        #expect(!grants.allowAdminUI)
+        #expect(grants.allows(resource: "https://a.example", for: "alice@example.com"))
+        #expect(!grants.allows(resource: "https://a.example", for: "bob@example.com"))
+        #expect(grants.allows(resource: "https://public.example", for: "bob@example.com"))
+        #expect(!Grants([]).allowAdminUI)
+    }
+}
