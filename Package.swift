@@ -96,7 +96,16 @@ let package = Package(
             dependencies: ["OIDCProvider", "StateStore", .product(name: "JWTKit", package: "jwt-kit")],
             swiftSettings: strict
         ),
-        .testTarget(name: "TailnetTests", dependencies: ["Tailnet"], swiftSettings: strict),
+        .testTarget(
+            name: "TailnetTests",
+            dependencies: [
+                "Tailnet", "AnyJSON",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "StateStoreTests", dependencies: ["StateStore"], swiftSettings: strict),
         .testTarget(
             name: "IDPServerTests",

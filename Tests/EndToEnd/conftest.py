@@ -28,7 +28,6 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import tempfile
 import time
@@ -83,15 +82,16 @@ def missing_tool(message: str) -> None:
     """Skip (locally) or fail (TSIDP_REQUIRE_INTEROP=1) because a peer is absent."""
     if interop_required():
         pytest.fail(f"{message} (TSIDP_REQUIRE_INTEROP=1, so this is a failure, not a skip)", pytrace=False)
-    pytest.skip(f"{message}; install it or set TSIDP_REQUIRE_INTEROP=1 to make this a failure")
+    pytest.skip(f"{message} [skipped; TSIDP_REQUIRE_INTEROP=1 makes this a failure]")
 
 
 def import_peer(module: str, install_hint: str):
     """Import a peer library or skip/fail with a clear message."""
     try:
         return importlib.import_module(module)
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        missing_tool(f"Python module {module!r} is not importable ({exc}); {install_hint}")
+    except ImportError as exc:  # depends on the machine
+        problem = f"Python module {module!r} is not importable ({exc}); {install_hint}"
+    missing_tool(problem)
 
 
 # ---------------------------------------------------------------------------

@@ -13,10 +13,6 @@ import re
 import secrets
 from urllib.parse import parse_qs, urlsplit
 
-import pytest
-
-
-
 
 def login_through_apache(browser, apache, tsidp):
     """GET /protected/ and follow every redirect; returns (final response, history)."""

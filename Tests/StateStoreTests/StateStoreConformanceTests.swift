@@ -1,0 +1,120 @@
+import Foundation
+import StateStore
+import Testing
+
+/// One suite every back end must pass.
+enum BackEnd: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case memory, directory
+    var testDescription: String { rawValue }
+
+    func make() throws -> any StateStore {
+        switch self {
+        case .memory: return MemoryStateStore()
+        case .directory: return try DirectoryStateStore(path: TemporaryDirectory.make())
+        }
+    }
+}
+
+enum TemporaryDirectory {
+    static func make() -> String {
+        NSTemporaryDirectory() + "/tsidp-store-test-\(UUID().uuidString)"
+    }
+}
+
+@Suite("StateStore conformance")
+struct StateStoreConformanceTests {
+    @Test("read of a missing key is nil", arguments: BackEnd.allCases)
+    func missing(_ backEnd: BackEnd) async throws {
+        let store = try backEnd.make()
+        #expect(try await store.read("absent.json") == nil)
+    }
+
+    @Test("write then read returns the bytes; overwrite replaces them", arguments: BackEnd.allCases)
+    func roundTrip(_ backEnd: BackEnd) async throws {
+        let store = try backEnd.make()
+        try await store.write("oidc-key.json", Data("one".utf8))
+        #expect(try await store.read("oidc-key.json") == Data("one".utf8))
+        try await store.write("oidc-key.json", Data("two".utf8))
+        #expect(try await store.read("oidc-key.json") == Data("two".utf8))
+        try await store.write("empty", Data())
+        #expect(try await store.read("empty") == Data())
+    }
+
+    @Test("a batch writes and deletes together", arguments: BackEnd.allCases)
+    func batch(_ backEnd: BackEnd) async throws {
+        let store = try backEnd.make()
+        try await store.write(["a": Data("1".utf8), "b": Data("2".utf8)])
+        try await store.write(["a": .none, "c": Data("3".utf8)])
+        #expect(try await store.keys() == ["b", "c"])
+        try await store.delete("not-there")
+        #expect(try await store.read("a") == nil)
+    }
+
+    @Test("invalid keys are refused and nothing is written", arguments: BackEnd.allCases)
+    func invalidKeys(_ backEnd: BackEnd) async throws {
+        let store = try backEnd.make()
+        for key in ["", "../escape", "a/b", ".hidden", "sp ace", String(repeating: "k", count: 201)] {
+            await #expect(throws: StateStoreError.self, "\(key)") { try await store.write(key, Data("x".utf8)) }
+            await #expect(throws: StateStoreError.self, "\(key)") { try await store.read(key) }
+        }
+        #expect(try await store.keys().isEmpty)
+    }
+
+    @Test("concurrent writers each land", arguments: BackEnd.allCases)
+    func concurrent(_ backEnd: BackEnd) async throws {
+        let store = try backEnd.make()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<20 {
+                group.addTask { try await store.write("key-\(i)", Data("\(i)".utf8)) }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try await store.keys().count == 20)
+        #expect(try await store.read("key-7") == Data("7".utf8))
+    }
+}
+
+@Suite("Directory back end")
+struct DirectoryStateStoreTests {
+    @Test("files are 0600, the directory 0700, and no temporary files remain")
+    func permissions() async throws {
+        let path = TemporaryDirectory.make()
+        let store = try DirectoryStateStore(path: path)
+        try await store.write("oidc-key.json", Data("secret".utf8))
+        let fileMode = try FileManager.default.attributesOfItem(atPath: path + "/oidc-key.json")[.posixPermissions] as? Int
+        let dirMode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
+        #expect(fileMode == 0o600)
+        #expect(dirMode == 0o700)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path) == ["oidc-key.json"])
+    }
+
+    @Test("an existing directory is tightened to 0700 and its files are read")
+    func existing() async throws {
+        let path = TemporaryDirectory.make()
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try Data("{}".utf8).write(to: URL(fileURLWithPath: path + "/oidc-funnel-clients.json"))
+        let store = try DirectoryStateStore(path: path)
+        #expect(try await store.read("oidc-funnel-clients.json") == Data("{}".utf8))
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o700)
+    }
+
+    @Test("a path that is a file is a configuration error")
+    func notADirectory() throws {
+        let path = TemporaryDirectory.make()
+        try Data().write(to: URL(fileURLWithPath: path))
+        #expect(throws: StateStoreError.self) { try DirectoryStateStore(path: path) }
+    }
+
+    @Test("a failed write leaves the previous content intact")
+    func failedWriteKeepsOld() async throws {
+        let path = TemporaryDirectory.make()
+        let store = try DirectoryStateStore(path: path)
+        try await store.write("clients.json", Data("old".utf8))
+        // A directory in the way of the rename makes the write fail after the temp file exists.
+        try FileManager.default.createDirectory(atPath: path + "/blocked", withIntermediateDirectories: false)
+        try Data("inner".utf8).write(to: URL(fileURLWithPath: path + "/blocked/x"))
+        await #expect(throws: StateStoreError.self) { try await store.write("blocked", Data("new".utf8)) }
+        #expect(try await store.read("clients.json") == Data("old".utf8))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path).sorted() == ["blocked", "clients.json"])
+    }
+}
