@@ -49,7 +49,12 @@ public enum TsidpMain {
         let command: TsidpCommand
         do {
             let normalized = try GoFlags.normalize(arguments)
-            command = try TsidpCommand.parseAsRoot(normalized) as! TsidpCommand
+            let parsed = try TsidpCommand.parseAsRoot(normalized)
+            guard let ours = parsed as? TsidpCommand else {
+                // `--help` and `help` parse into the library's own help command.
+                return .exit(status: 0, output: TsidpCommand.helpMessage(), toStandardError: false)
+            }
+            command = ours
         } catch let error as UsageError {
             return .exit(status: 2, output: "tsidp: \(error.message)", toStandardError: true)
         } catch {
