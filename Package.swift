@@ -110,8 +110,11 @@ let package = Package(
         .testTarget(
             name: "IDPServerTests",
             dependencies: [
-                "IDPServer", "OIDCProvider", "Tailnet", "StateStore",
+                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "AnyJSON",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: strict

@@ -1,0 +1,116 @@
+import AnyJSON
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import IDPServer
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import OIDCProvider
+import StateStore
+import Tailnet
+
+/// Collects log lines so tests can check what reaches the log.
+final class LogCapture: Sendable {
+    let lines = NIOLockedValueBox<[String]>([])
+
+    var text: String { lines.withLockedValue { $0.joined(separator: "\n") } }
+
+    func logger(level: Logger.Level = .debug) -> Logger {
+        var logger = Logger(label: "test") { _ in CapturingHandler(capture: self) }
+        logger.logLevel = level
+        return logger
+    }
+
+    struct CapturingHandler: LogHandler {
+        let capture: LogCapture
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .trace
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            capture.lines.withLockedValue { $0.append("\(event.level) \(event.message) \(merged)") }
+        }
+    }
+}
+
+/// A provider, a simulated tailnet on a private socket and the HTTP routes, for one test.
+struct Harness {
+    static let adminRule: JSONValue = .object(["allow_admin_ui": .bool(true), "allow_dcr": .bool(true)])
+
+    let provider: Provider
+    let server: IDPServer
+    let store: MemoryStateStore
+    let capture: LogCapture
+    let socketDirectory: String
+
+    static func identity(login: String, rules: [JSONValue]) -> WhoIsResponse {
+        WhoIsResponse(
+            node: Node(
+                id: 1001, stableID: "nA", name: "alice-laptop.example-tailnet.ts.net.", user: 2001, key: "nodekey:aa",
+                addresses: ["100.64.0.1/32"]),
+            userProfile: UserProfile(id: 2001, loginName: login, displayName: "Alice Example"),
+            capMap: ["tailscale.com/cap/tsidp": rules])
+    }
+
+    /// Runs `body` against the live HTTP server; the caller (127.0.0.1) is identity 1.
+    static func run(
+        rules: [JSONValue] = [adminRule], listener: Listener = .tailnet, debugAllRequests: Bool = false,
+        _ body: @Sendable (Harness, any TestClientProtocol) async throws -> Void
+    ) async throws {
+        let directory = NSTemporaryDirectory() + "/tsidp-srv-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let tailnet = SimulatedTailnet(
+            socketPath: directory + "/s.sock", identities: [identity(login: "alice@example.com", rules: rules)])
+        let capture = LogCapture()
+        let store = MemoryStateStore()
+        let provider = Provider(
+            configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
+            keys: try await KeyRing.load(from: store), clients: try await ClientRegistry.load(from: store),
+            logger: capture.logger())
+        var options = IDPServer.Options()
+        options.debugAllRequests = debugAllRequests
+        let server = IDPServer(
+            provider: provider,
+            identity: CallerIdentity(
+                localAPI: LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5)),
+                capabilityName: "tailscale.com/cap/tsidp"),
+            options: options, logger: capture.logger())
+        let harness = Harness(provider: provider, server: server, store: store, capture: capture, socketDirectory: directory)
+        let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
+        let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await simulated.run() }
+            for await _ in ready { break }
+            let app = Application(
+                router: server.router(for: listener), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                logger: Logger(label: "app"))
+            try await app.test(.live) { client in
+                try await body(harness, client)
+            }
+            group.cancelAll()
+        }
+    }
+
+    /// Registers a client directly and returns its ID and secret.
+    func client(redirect: String = "https://app.example.com/cb") async throws -> (id: String, secret: String) {
+        let created = try await provider.clients.register(.init(name: "App", redirectURIs: [redirect]))
+        return (created.client.clientID, created.secret!)
+    }
+}
+
+extension TestResponse {
+    var text: String { String(buffer: body) }
+    var json: [String: Any] { (try? JSONSerialization.jsonObject(with: Data(buffer: body))) as? [String: Any] ?? [:] }
+}
+
+func form(_ text: String) -> (HTTPFields, ByteBuffer) {
+    var headers = HTTPFields()
+    headers[.contentType] = "application/x-www-form-urlencoded"
+    return (headers, ByteBuffer(string: text))
+}
