@@ -29,6 +29,17 @@ public struct CallerIdentity: Sendable {
         }
     }
 
+    /// Who owns the grant's device now: WhoIs on the node's first Tailscale address, as every
+    /// refresh asks.
+    public func reidentify(_ identity: UserIdentity) async throws(IdentityFailure) -> UserIdentity {
+        guard let prefix = identity.addresses.first,
+            let address = prefix.split(separator: "/", maxSplits: 1).first.map(String.init), !address.isEmpty
+        else {
+            throw .unknownDevice("the grant's device has no Tailscale address")
+        }
+        return try await identify(address: address)
+    }
+
     public func convert(_ whois: WhoIsResponse) -> UserIdentity {
         UserIdentity(
             userID: whois.userProfile.id, loginName: whois.userProfile.loginName,

@@ -13,13 +13,22 @@ public struct AuthorizationGrant: Sendable, Equatable, Codable {
     public var resources: [String]
     public var identity: UserIdentity
     public var authTime: Date
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "c", redirectURI = "r", scopes = "s", nonce = "n", codeChallenge = "cc"
+        case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at"
+    }
 }
 
 /// Authorization codes, access tokens and refresh-token families.
 ///
-/// Tokens are looked up by the SHA-256 of their value; the values themselves are never kept.
-/// A refresh token belongs to a family that starts at one code redemption; rotating hands out the
-/// family's next token, and presenting an earlier one revokes the family and its access tokens.
+/// Tokens are looked up by the SHA-256 of their value; the values themselves are never kept, so
+/// a leaked state file yields no usable token. A refresh token belongs to a family that starts at
+/// one code redemption; rotating hands out the family's next token, and presenting an earlier
+/// one revokes the family and its access tokens.
+///
+/// Access tokens and families are what survives a restart (see ``snapshot()``); codes live five
+/// minutes and stay in memory.
 final class GrantStore: Sendable {
     struct CodeEntry: Sendable {
         var grant: AuthorizationGrant
@@ -30,22 +39,37 @@ final class GrantStore: Sendable {
         var mintedAccessToken: String?
     }
 
-    struct AccessEntry: Sendable {
+    struct AccessEntry: Sendable, Codable, Equatable {
         var grant: AuthorizationGrant
         var audience: [String]
         var expiresAt: Date
         var issuedAt: Date
         var familyID: String?
         var jti: String
+        /// RFC 8693 actor chain, for exchanged tokens.
+        var actor: ActorClaim?
+
+        enum CodingKeys: String, CodingKey {
+            case grant = "g", audience = "a", expiresAt = "e", issuedAt = "i", familyID = "f", jti = "j", actor = "act"
+        }
     }
 
-    struct Family: Sendable {
+    struct Family: Sendable, Codable, Equatable {
         var grant: AuthorizationGrant
         var currentTokenHash: String
         var expiresAt: Date
         var accessTokens: Set<String>
-        var retiredTokenHashes: Set<String>
+        /// The most recent retired token hashes, newest last; presenting one revokes the family.
+        var retiredTokenHashes: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case grant = "g", currentTokenHash = "t", expiresAt = "e", accessTokens = "a", retiredTokenHashes = "r"
+        }
     }
+
+    /// How many retired refresh tokens per family are remembered for reuse detection. An older
+    /// one is merely unknown (`invalid_grant`) rather than a trigger for revocation.
+    static let retiredTokensKept = 8
 
     struct State: Sendable {
         var codes: [String: CodeEntry] = [:]
@@ -61,6 +85,43 @@ final class GrantStore: Sendable {
         Base64URL.encode(SHA256.hash(data: Data(token.utf8)))
     }
 
+    // MARK: Persistence
+
+    /// The durable part of the state, as stored (format version 1).
+    struct Snapshot: Codable {
+        var version: Int
+        var families: [String: Family]
+        var access: [String: AccessEntry]
+    }
+
+    func snapshot() throws -> Data {
+        let snapshot = state.withLock { Snapshot(version: 1, families: $0.families, access: $0.access) }
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        encoder.outputFormatting = [.sortedKeys]
+        return try encoder.encode(snapshot)
+    }
+
+    func restore(_ data: Data, now: Date) throws {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .secondsSince1970
+        let snapshot = try decoder.decode(Snapshot.self, from: data)
+        guard snapshot.version == 1 else {
+            throw KeyFileError("grant state has format version \(snapshot.version); this tsidp reads version 1")
+        }
+        state.withLock { state in
+            state.families = snapshot.families.filter { $0.value.expiresAt > now }
+            state.access = snapshot.access.filter { $0.value.expiresAt > now }
+            state.refreshIndex = [:]
+            for (id, family) in state.families {
+                state.refreshIndex[family.currentTokenHash] = id
+                for retired in family.retiredTokenHashes { state.refreshIndex[retired] = id }
+            }
+        }
+    }
+
+    // MARK: Codes
+
     func storeCode(_ code: String, grant: AuthorizationGrant, expiresAt: Date) {
         state.withLock { $0.codes[Self.hash(code)] = CodeEntry(grant: grant, expiresAt: expiresAt) }
     }
@@ -69,7 +130,8 @@ final class GrantStore: Sendable {
         case valid(AuthorizationGrant)
         case unknown
         case expired
-        case replayed
+        /// A replay; `revoked` says whether it revoked tokens (which then must be persisted).
+        case replayed(revoked: Bool)
     }
 
     /// Redeems a code once. A replay revokes the family and access token the first redemption
@@ -79,12 +141,15 @@ final class GrantStore: Sendable {
         return state.withLock { state in
             guard var entry = state.codes[key] else { return .unknown }
             if entry.redeemed {
-                if let family = entry.mintedFamily { Self.revokeFamily(family, in: &state) }
-                if let access = entry.mintedAccessToken { state.access[access] = nil }
+                var revoked = false
+                if let family = entry.mintedFamily {
+                    revoked = Self.revokeFamily(family, in: &state)
+                }
+                if let access = entry.mintedAccessToken, state.access.removeValue(forKey: access) != nil { revoked = true }
                 entry.mintedFamily = nil
                 entry.mintedAccessToken = nil
                 state.codes[key] = entry
-                return .replayed
+                return .replayed(revoked: revoked)
             }
             guard entry.expiresAt > now else {
                 state.codes[key] = nil
@@ -105,6 +170,8 @@ final class GrantStore: Sendable {
         }
     }
 
+    // MARK: Access tokens
+
     func storeAccessToken(_ token: String, entry: AccessEntry) -> String {
         let key = Self.hash(token)
         state.withLock { state in
@@ -118,9 +185,12 @@ final class GrantStore: Sendable {
         state.withLock { $0.access[Self.hash(token)] }
     }
 
-    func removeAccessToken(_ token: String) {
-        _ = state.withLock { $0.access.removeValue(forKey: Self.hash(token)) }
+    @discardableResult
+    func removeAccessToken(_ token: String) -> Bool {
+        state.withLock { $0.access.removeValue(forKey: Self.hash(token)) != nil }
     }
+
+    // MARK: Refresh families
 
     func startFamily(grant: AuthorizationGrant, refreshToken: String, expiresAt: Date) -> String {
         let id = RandomToken.make(bytes: 16)
@@ -141,18 +211,12 @@ final class GrantStore: Sendable {
         case rejected(OAuthError)
     }
 
-    /// Rotates a refresh token: the presented one is retired and `next` becomes current.
-    /// Presenting a retired token revokes the whole family.
-    /// `check` sees the grant before anything changes; an error from it leaves the token usable.
-    func rotate(
-        _ presented: String, next: String, expiresAt: Date, now: Date, clientID: String,
-        check: (AuthorizationGrant) -> OAuthError?
-    ) -> RefreshLookup {
+    /// Looks at a refresh token without using it up: a reused or expired token revokes its family
+    /// here already.
+    func inspect(_ presented: String, now: Date, clientID: String) -> RefreshLookup {
         let key = Self.hash(presented)
         return state.withLock { state in
-            guard let familyID = state.refreshIndex[key], var family = state.families[familyID] else {
-                return .unknown
-            }
+            guard let familyID = state.refreshIndex[key], let family = state.families[familyID] else { return .unknown }
             guard family.grant.clientID == clientID else { return .unknown }
             guard family.currentTokenHash == key else {
                 Self.revokeFamily(familyID, in: &state)
@@ -162,32 +226,91 @@ final class GrantStore: Sendable {
                 Self.revokeFamily(familyID, in: &state)
                 return .expired
             }
-            if let error = check(family.grant) { return .rejected(error) }
-            let nextKey = Self.hash(next)
-            family.retiredTokenHashes.insert(key)
-            family.currentTokenHash = nextKey
-            family.expiresAt = expiresAt
-            state.families[familyID] = family
-            state.refreshIndex[nextKey] = familyID
             return .valid(familyID: familyID, grant: family.grant)
         }
     }
 
-    private static func revokeFamily(_ id: String, in state: inout State) {
-        guard let family = state.families.removeValue(forKey: id) else { return }
+    /// Rotates a refresh token: the presented one is retired and `next` becomes current, and the
+    /// family's grant is replaced by `grant` (a fresh identity). Fails as ``inspect`` does when the
+    /// token stopped being current in the meantime.
+    func rotate(
+        _ presented: String, next: String, expiresAt: Date, now: Date, clientID: String, grant: AuthorizationGrant
+    ) -> RefreshLookup {
+        let key = Self.hash(presented)
+        return state.withLock { state in
+            guard let familyID = state.refreshIndex[key], var family = state.families[familyID],
+                family.grant.clientID == clientID
+            else { return .unknown }
+            guard family.currentTokenHash == key else {
+                Self.revokeFamily(familyID, in: &state)
+                return .reused
+            }
+            let nextKey = Self.hash(next)
+            family.retiredTokenHashes.append(key)
+            if family.retiredTokenHashes.count > Self.retiredTokensKept {
+                let dropped = family.retiredTokenHashes.removeFirst()
+                state.refreshIndex[dropped] = nil
+            }
+            family.currentTokenHash = nextKey
+            family.expiresAt = expiresAt
+            family.grant = grant
+            state.families[familyID] = family
+            state.refreshIndex[nextKey] = familyID
+            return .valid(familyID: familyID, grant: grant)
+        }
+    }
+
+    /// Revokes the family a refresh token belongs to (RFC 7009), if `clientID` owns it.
+    func revokeRefreshToken(_ token: String, clientID: String) -> Bool {
+        let key = Self.hash(token)
+        return state.withLock { state in
+            guard let id = state.refreshIndex[key], state.families[id]?.grant.clientID == clientID else { return false }
+            return Self.revokeFamily(id, in: &state)
+        }
+    }
+
+    /// Ends a family (a removed node or user).
+    func revokeFamily(_ id: String) {
+        state.withLock { _ = Self.revokeFamily(id, in: &$0) }
+    }
+
+    /// The refresh family a token belongs to, if current.
+    func family(ofRefreshToken token: String) -> (id: String, family: Family)? {
+        let key = Self.hash(token)
+        return state.withLock { state in
+            guard let id = state.refreshIndex[key], let family = state.families[id], family.currentTokenHash == key else {
+                return nil
+            }
+            return (id, family)
+        }
+    }
+
+    @discardableResult
+    private static func revokeFamily(_ id: String, in state: inout State) -> Bool {
+        guard let family = state.families.removeValue(forKey: id) else { return false }
         for key in family.accessTokens { state.access[key] = nil }
         state.refreshIndex[family.currentTokenHash] = nil
         for key in family.retiredTokenHashes { state.refreshIndex[key] = nil }
+        return true
     }
 
-    /// Drops expired codes, access tokens and families.
-    func sweep(now: Date) {
+    /// Drops expired codes, access tokens and families; returns whether durable state changed.
+    @discardableResult
+    func sweep(now: Date) -> Bool {
         state.withLock { state in
             state.codes = state.codes.filter { $0.value.expiresAt > now }
+            let accessBefore = state.access.count
             state.access = state.access.filter { $0.value.expiresAt > now }
+            var changed = accessBefore != state.access.count
             for (id, family) in state.families where family.expiresAt <= now {
                 Self.revokeFamily(id, in: &state)
+                changed = true
             }
+            for (id, family) in state.families {
+                let live = family.accessTokens.filter { state.access[$0] != nil }
+                if live.count != family.accessTokens.count { state.families[id]?.accessTokens = live }
+            }
+            return changed
         }
     }
 
@@ -205,5 +328,25 @@ final class GrantStore: Sendable {
     /// Counts for metrics and tests.
     var counts: (codes: Int, accessTokens: Int, families: Int) {
         state.withLock { ($0.codes.count, $0.access.count, $0.families.count) }
+    }
+}
+
+/// The RFC 8693 `act` claim: who acts on the subject's behalf, possibly nested.
+public struct ActorClaim: Sendable, Codable, Equatable {
+    public var sub: String
+    public var clientID: String?
+    public var act: Box?
+
+    /// Indirection so the claim can nest.
+    public final class Box: Sendable, Codable, Equatable {
+        public let value: ActorClaim
+        public init(_ value: ActorClaim) { self.value = value }
+        public static func == (a: Box, b: Box) -> Bool { a.value == b.value }
+        public init(from decoder: any Decoder) throws { value = try ActorClaim(from: decoder) }
+        public func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case sub, clientID = "client_id", act
     }
 }

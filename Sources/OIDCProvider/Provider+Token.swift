@@ -111,11 +111,13 @@ extension Provider {
             throw OAuthError(.invalidRequest, "code is required")
         }
         let current = now()
-        let grant: AuthorizationGrant
+        var grant: AuthorizationGrant
         switch grants.redeemCode(code, now: current) {
         case .unknown: throw OAuthError(.invalidGrant, "the code is invalid")
         case .expired: throw OAuthError(.invalidGrant, "the code has expired")
-        case .replayed: throw OAuthError(.invalidGrant, "the code was already used; tokens issued with it are revoked")
+        case .replayed(let revoked):
+            if revoked { try await persist() }
+            throw OAuthError(.invalidGrant, "the code was already used; tokens issued with it are revoked")
         case .valid(let found): grant = found
         }
         guard grant.clientID == client.clientID else {
@@ -133,7 +135,35 @@ extension Provider {
         } else if verifier != nil {
             throw OAuthError(.invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
         }
-        return try issue(grant: grant, issuedAt: current, code: code, familyID: nil)
+        grant.resources = try tokenResources(form, grant: grant)
+        let response = try issue(grant: grant, issuedAt: current, code: code, familyID: nil)
+        try await persist()
+        return response
+    }
+
+    /// RFC 8707 at the token endpoint: requested resources must be granted to the user by policy
+    /// and, when `/authorize` named resources, be among them.
+    func tokenResources(_ form: OAuthParameters, grant: AuthorizationGrant) throws -> [String] {
+        let requested = form.all("resource")
+        guard !requested.isEmpty else { return grant.resources }
+        let rules: [CapabilityRule]
+        do {
+            rules = try grant.identity.rules()
+        } catch {
+            throw OAuthError(.serverError, "the tsidp grant for this user is malformed")
+        }
+        let policy = Grants(rules)
+        var allowed: [String] = []
+        for resource in requested where !allowed.contains(resource) {
+            guard grant.resources.isEmpty || grant.resources.contains(resource) else {
+                throw OAuthError(.invalidTarget, "resource \(Self.clip(resource)) was not part of the original grant")
+            }
+            if policy.allows(resource: resource, for: grant.identity.loginName) { allowed.append(resource) }
+        }
+        guard !allowed.isEmpty else {
+            throw OAuthError(.invalidTarget, "none of the requested resources is granted to this user")
+        }
+        return allowed
     }
 
     private func refresh(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
@@ -141,29 +171,59 @@ extension Provider {
             throw OAuthError(.invalidRequest, "refresh_token is required")
         }
         let current = now()
-        let next = RandomToken.make(bytes: 32)
-        let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
-        var grant: AuthorizationGrant
-        let familyID: String
         let requested = try form.single("scope").map(Scope.parse)
-        let lookup = grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID) {
-            original in
-            if let requested, !requested.allSatisfy(original.scopes.contains) {
-                return OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
-            }
-            return nil
-        }
-        switch lookup {
-        case .unknown: throw OAuthError(.invalidGrant, "the refresh token is invalid")
-        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
-        case .reused: throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
-        case .rejected(let error): throw error
+        let familyID: String
+        var grant: AuthorizationGrant
+        switch grants.inspect(presented, now: current, clientID: client.clientID) {
+        case .unknown, .rejected: throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        case .expired:
+            try await persist()
+            throw OAuthError(.invalidGrant, "the refresh token has expired")
+        case .reused:
+            try await persist()
+            throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
         case .valid(let id, let found):
             familyID = id
             grant = found
         }
-        if let requested { grant.scopes = requested }
-        return try issue(grant: grant, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
+        if let requested, !requested.allSatisfy(grant.scopes.contains) {
+            throw OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
+        }
+        if let reidentify {
+            do {
+                let fresh = try await reidentify(grant.identity)
+                guard fresh.userID == grant.identity.userID, !fresh.isTagged else {
+                    grants.revokeFamily(familyID)
+                    try await persist()
+                    throw OAuthError(.invalidGrant, "the device no longer belongs to the user who signed in")
+                }
+                grant.identity = fresh
+            } catch let error as OAuthError {
+                throw error
+            } catch IdentityFailure.unknownDevice {
+                grants.revokeFamily(familyID)
+                try await persist()
+                throw OAuthError(.invalidGrant, "the device or its user is no longer on the tailnet")
+            } catch {
+                throw OAuthError(.temporarilyUnavailable, "the tailnet identity service is unavailable", status: 503)
+            }
+        }
+        var issued = grant
+        issued.resources = try tokenResources(form, grant: grant)
+        if let requested { issued.scopes = requested }
+        let next = RandomToken.make(bytes: 32)
+        let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
+        switch grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID, grant: grant) {
+        case .valid: break
+        case .reused:
+            try await persist()
+            throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
+        default:
+            throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        }
+        let response = try issue(grant: issued, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
+        try await persist()
+        return response
     }
 
     /// Mints an access token, an ID token (for `openid`) and a refresh token, and writes the

@@ -1,6 +1,7 @@
 import AnyJSON
 import Foundation
 import Logging
+import StateStore
 
 /// Settings of the OIDC provider that do not change while it runs.
 public struct ProviderConfiguration: Sendable {
@@ -39,9 +40,20 @@ public final class Provider: Sendable {
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
+    let persistence: GrantPersistence?
+    let store: (any StateStore)?
+    /// Asks the tailnet again who a grant's device belongs to (on every refresh).
+    let reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)?
 
+    /// - Parameters:
+    ///   - grantStore: where refresh families and access tokens are kept across restarts; `nil`
+    ///     keeps them in memory only.
+    ///   - reidentify: called on every refresh with the grant's identity; returns the identity the
+    ///     tailnet reports for that device now. `nil` reuses the identity captured at login.
     public init(
         configuration: ProviderConfiguration, keys: KeyRing, clients: ClientRegistry,
+        grantStore: (any StateStore)? = nil,
+        reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)? = nil,
         logger: Logger = Logger(label: "tsidp.oidc"), now: @escaping @Sendable () -> Date = { Date() }
     ) {
         self.configuration = configuration
@@ -50,6 +62,42 @@ public final class Provider: Sendable {
         self.logger = logger
         self.now = now
         self.discovery = Discovery(issuer: configuration.issuer)
+        self.store = grantStore
+        self.reidentify = reidentify
+        let grants = self.grants
+        self.persistence = grantStore.map { GrantPersistence(store: $0, snapshot: { try grants.snapshot() }) }
+    }
+
+    /// Loads the grant state written by an earlier run; expired entries are dropped.
+    ///
+    /// - Important: A damaged grant file stops start-up (it is left untouched); delete it to start
+    ///   with no sessions.
+    public func restoreGrants() async throws {
+        guard let store, let data = try await store.read(GrantPersistence.stateKey), !data.isEmpty else { return }
+        do {
+            try grants.restore(data, now: now())
+        } catch let error as KeyFileError {
+            throw error
+        } catch {
+            throw KeyFileError(
+                "\(GrantPersistence.stateKey) in \(store.description) is damaged; remove it to start without sessions")
+        }
+    }
+
+    /// Makes the in-memory grant state durable; concurrent callers share one write.
+    func persist() async throws {
+        guard let persistence else { return }
+        do {
+            try await persistence.commit()
+        } catch {
+            logger.error("cannot write grant state", metadata: ["error": "\(error)"])
+            throw OAuthError(.temporarilyUnavailable, "the grant could not be stored; try again", status: 503)
+        }
+    }
+
+    /// How many grant-state writes have been made (for tests of write batching).
+    public var grantWrites: Int {
+        get async { await persistence?.writes ?? 0 }
     }
 
     /// `/.well-known/openid-configuration` (and the RFC 8414 document), serialized once.
@@ -58,14 +106,17 @@ public final class Provider: Sendable {
     }
 
     /// Forgets expired codes and tokens; call periodically.
-    public func sweep() {
-        grants.sweep(now: now())
+    public func sweep() async {
+        if grants.sweep(now: now()) { try? await persist() }
     }
 
     /// Deletes a client and everything issued to it.
     public func deleteClient(_ id: String) async throws -> Bool {
         let existed = try await clients.delete(id)
-        if existed { grants.purge(clientID: id) }
+        if existed {
+            grants.purge(clientID: id)
+            try await persist()
+        }
         return existed
     }
 

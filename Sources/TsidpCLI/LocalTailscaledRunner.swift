@@ -44,12 +44,14 @@ struct LocalTailscaledRunner {
         }
         let store = try Runner.openStore(stateDirectory)
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
-        let provider = try await Runner.makeProvider(store: store, issuer: issuer, idpHost: dnsName, logger: logger)
+        let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
+        let provider = try await Runner.makeProvider(
+            store: store, issuer: issuer, idpHost: dnsName, identity: caller, logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         let server = IDPServer(
             provider: provider,
-            identity: CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability),
+            identity: caller,
             options: options, logger: logger,
             readiness: { (try? await localAPI.status())?.backendState == "Running" })
 

@@ -34,7 +34,9 @@ struct Runner {
     }
 
     /// Loads keys and clients and builds the provider.
-    static func makeProvider(store: any StateStore, issuer: String, idpHost: String, logger: Logger) async throws -> Provider {
+    static func makeProvider(
+        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, logger: Logger
+    ) async throws -> Provider {
         let keys: KeyRing
         let clients: ClientRegistry
         do {
@@ -45,9 +47,19 @@ struct Runner {
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
-        return Provider(
+        let provider = Provider(
             configuration: ProviderConfiguration(issuer: issuer, idpHost: idpHost), keys: keys, clients: clients,
+            grantStore: store,
+            reidentify: { (grant: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
+                try await identity.reidentify(grant)
+            },
             logger: logger)
+        do {
+            try await provider.restoreGrants()
+        } catch let error as KeyFileError {
+            throw UsageError(error.message)
+        }
+        return provider
     }
 
     func runDevelopment() async throws {
@@ -77,14 +89,16 @@ struct Runner {
         let simulated = tailnet.application(logger: logger) { await simulatedReady.fire() }
 
         let issuer = "http://localhost:\(configuration.port)"
-        let provider = try await Self.makeProvider(store: store, issuer: issuer, idpHost: "localhost", logger: logger)
         let localAPI = LocalAPIClient(socketPath: socketPath, timeout: .seconds(5))
+        let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
+        let provider = try await Self.makeProvider(
+            store: store, issuer: issuer, idpHost: "localhost", identity: caller, logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         options.developmentMode = true
         let server = IDPServer(
             provider: provider,
-            identity: CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability),
+            identity: caller,
             options: options, logger: logger,
             readiness: { (try? await localAPI.status()) != nil })
 
@@ -165,7 +179,7 @@ struct SweepService: Service {
             } catch {
                 return
             }
-            provider.sweep()
+            await provider.sweep()
         }
     }
 }
