@@ -16,21 +16,26 @@ extension IDPServer {
         }
         router.post("/token") { request, context -> Response in
             var request = request
-            let response: Response
-            do {
-                let form = try await Self.readForm(&request, context: context)
-                let answer = await provider.token(form, authorization: request.headers[.authorization])
-                var headers = HTTPFields()
-                headers[.cacheControl] = "no-store"
-                headers[.pragma] = "no-cache"
-                if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
-                response = Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
-            } catch let error as OAuthError {
-                response = Responses.error(error)
-            }
-            return Self.withCORS(response, methods: "POST, OPTIONS")
+            return Self.withCORS(
+                try await formEndpoint(&request, context: context) { form, authorization in
+                    await provider.token(form, authorization: authorization)
+                }, methods: "POST, OPTIONS")
         }
         router.on("/token", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
+        router.post("/revoke") { request, context -> Response in
+            var request = request
+            return Self.withCORS(
+                try await formEndpoint(&request, context: context) { form, authorization in
+                    await provider.revoke(form, authorization: authorization)
+                }, methods: "POST, OPTIONS")
+        }
+        router.on("/revoke", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
+        router.post("/introspect") { request, context -> Response in
+            var request = request
+            return try await formEndpoint(&request, context: context) { form, authorization in
+                await provider.introspect(form, authorization: authorization)
+            }
+        }
         router.get("/token") { _, _ in Self.withCORS(Responses.methodNotAllowed("POST"), methods: "POST, OPTIONS") }
 
         router.get("/userinfo") { request, _ -> Response in
@@ -63,6 +68,28 @@ extension IDPServer {
             return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
         }
         router.on("/userinfo", method: .options) { _, _ in Self.preflight(methods: "GET, POST, OPTIONS") }
+    }
+
+    /// Reads a form and answers with what `handle` returns, as JSON with `no-store`.
+    func formEndpoint(
+        _ request: inout Request, context: IDPRequestContext,
+        _ handle: (OAuthParameters, String?) async -> TokenResponse
+    ) async throws -> Response {
+        let form: OAuthParameters
+        do {
+            form = try await Self.readForm(&request, context: context)
+        } catch let error as OAuthError {
+            return Responses.error(error)
+        }
+        let answer = await handle(form, request.headers[.authorization])
+        var headers = HTTPFields()
+        headers[.cacheControl] = "no-store"
+        headers[.pragma] = "no-cache"
+        if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
+        if answer.body.isEmpty {
+            return Response(status: .init(code: answer.status), headers: headers)
+        }
+        return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
     }
 
     func userInfo(_ token: String?) -> Response {

@@ -22,6 +22,7 @@ public struct OAuthError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidRedirectURI = "invalid_redirect_uri"
         case invalidTarget = "invalid_target"
         case notFound = "not_found"
+        case unsupportedTokenType = "unsupported_token_type"
     }
 
     public var code: Code

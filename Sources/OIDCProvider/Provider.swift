@@ -138,6 +138,8 @@ struct Discovery: Sendable {
                 ("token_endpoint", .string(issuer + "/token")),
                 ("userinfo_endpoint", .string(issuer + "/userinfo")),
                 ("jwks_uri", .string(issuer + "/.well-known/jwks.json")),
+                ("revocation_endpoint", .string(issuer + "/revoke")),
+                ("introspection_endpoint", .string(issuer + "/introspect")),
             ]
             if registration { members.append(("registration_endpoint", .string(issuer + "/register"))) }
             let strings: ([String]) -> JSONValue = { .array($0.map(JSONValue.string)) }
@@ -149,6 +151,8 @@ struct Discovery: Sendable {
                 ("subject_types_supported", strings(["public"])),
                 ("id_token_signing_alg_values_supported", strings(["RS256"])),
                 ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
+                ("revocation_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
+                ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
                 ("code_challenge_methods_supported", strings(["S256", "plain"])),
                 ("claims_supported", strings(IDToken.supportedClaims)),
                 ("claims_parameter_supported", .bool(false)),

@@ -1,0 +1,116 @@
+import AnyJSON
+import Foundation
+
+extension Provider {
+    /// RFC 7009 token revocation. Answers 200 for unknown tokens and for tokens of other clients
+    /// (the RFC's rule, so that a client cannot probe for tokens), and revokes what the caller owns:
+    /// an access token alone, or a refresh token with its whole family.
+    public func revoke(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
+        var basic = false
+        do {
+            let credentials = try PresentedCredentials(authorization: authorization, form: form)
+            basic = credentials.usedBasic
+            let client = try await authenticate(credentials)
+            guard let token = try form.single("token") else {
+                throw OAuthError(.invalidRequest, "token is required")
+            }
+            let hint = try form.single("token_type_hint")
+            if let hint, hint != "access_token", hint != "refresh_token" {
+                throw OAuthError(.unsupportedTokenType, "token_type_hint \(Self.clip(hint)) is not supported")
+            }
+            var changed = false
+            if let entry = grants.accessToken(token), entry.grant.clientID == client.clientID {
+                changed = grants.removeAccessToken(token)
+            } else if grants.revokeRefreshToken(token, clientID: client.clientID) {
+                changed = true
+            }
+            if changed { try await persist() }
+            return TokenResponse(status: 200, body: [], wwwAuthenticate: nil)
+        } catch let error as OAuthError {
+            return .failure(error, basicChallenge: basic)
+        } catch {
+            return .failure(OAuthError(.serverError, "the token could not be revoked"))
+        }
+    }
+
+    /// RFC 7662 token introspection, for authenticated confidential clients only, and only about
+    /// tokens issued to the caller or naming it as an audience; anything else is
+    /// `{"active": false}`.
+    public func introspect(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
+        var basic = false
+        do {
+            let credentials = try PresentedCredentials(authorization: authorization, form: form)
+            basic = credentials.usedBasic
+            let client = try await authenticate(credentials)
+            guard !client.isPublic else {
+                throw OAuthError(.invalidClient, "public clients cannot introspect tokens")
+            }
+            guard let token = try form.single("token") else {
+                throw OAuthError(.invalidRequest, "token is required")
+            }
+            let inactive = TokenResponse(status: 200, body: Array("{\"active\":false}".utf8), wwwAuthenticate: nil)
+            let current = now()
+            if let entry = grants.accessToken(token) {
+                guard entry.expiresAt > current,
+                    entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
+                else { return inactive }
+                return TokenResponse(
+                    status: 200, body: Array(introspection(entry.grant, audience: entry.audience, issuedAt: entry.issuedAt, expiresAt: entry.expiresAt, jti: entry.jti, actor: entry.actor, tokenType: "Bearer").utf8),
+                    wwwAuthenticate: nil)
+            }
+            if let (_, family) = grants.family(ofRefreshToken: token) {
+                guard family.expiresAt > current, family.grant.clientID == client.clientID else { return inactive }
+                return TokenResponse(
+                    status: 200,
+                    body: Array(introspection(family.grant, audience: [family.grant.clientID], issuedAt: nil, expiresAt: family.expiresAt, jti: nil, actor: nil, tokenType: "refresh_token").utf8),
+                    wwwAuthenticate: nil)
+            }
+            return inactive
+        } catch let error as OAuthError {
+            return .failure(error, basicChallenge: basic)
+        } catch {
+            return .failure(OAuthError(.serverError, "the token could not be introspected"))
+        }
+    }
+
+    private func introspection(
+        _ grant: AuthorizationGrant, audience: [String], issuedAt: Date?, expiresAt: Date, jti: String?, actor: ActorClaim?,
+        tokenType: String
+    ) -> String {
+        var members: [(String, JSONValue)] = [
+            ("active", .bool(true)),
+            ("client_id", .string(grant.clientID)),
+            ("token_type", .string(tokenType)),
+            ("scope", .string(grant.scopes.joined(separator: " "))),
+            ("sub", .string(IDToken.subject(grant.identity))),
+            ("username", .string(grant.identity.loginName)),
+            ("iss", .string(configuration.issuer)),
+            ("aud", audience.count == 1 ? .string(audience[0]) : .array(audience.map(JSONValue.string))),
+            ("exp", .int(Int64(expiresAt.timeIntervalSince1970))),
+        ]
+        if let issuedAt {
+            members.append(("iat", .int(Int64(issuedAt.timeIntervalSince1970))))
+            members.append(("nbf", .int(Int64(issuedAt.timeIntervalSince1970))))
+        }
+        if let jti { members.append(("jti", .string(jti))) }
+        if grant.scopes.contains(Scope.email) {
+            members.append(("email", .string(grant.identity.realishEmail(idpHost: configuration.idpHost))))
+        }
+        if grant.scopes.contains(Scope.profile) {
+            members.append(("preferred_username", .string(grant.identity.username)))
+            if !grant.identity.profilePicURL.isEmpty { members.append(("picture", .string(grant.identity.profilePicURL))) }
+        }
+        if let actor { members.append(("act", ActorClaim.json(actor))) }
+        return JSONText.object(members)
+    }
+}
+
+extension ActorClaim {
+    /// The claim as JSON (`{"sub": …, "client_id": …, "act": {…}}`).
+    static func json(_ actor: ActorClaim) -> JSONValue {
+        var members: [String: JSONValue] = ["sub": .string(actor.sub)]
+        if let clientID = actor.clientID { members["client_id"] = .string(clientID) }
+        if let nested = actor.act { members["act"] = json(nested.value) }
+        return .object(members)
+    }
+}
