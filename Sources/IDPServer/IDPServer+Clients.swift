@@ -49,11 +49,14 @@ struct RegistrationRequest: Decodable {
     var scope: String?
     var contacts: [String]?
     var applicationType: String?
+    var idTokenSignedResponseAlg: String?
+    var accessTokenFormat: String?
 
     enum CodingKeys: String, CodingKey {
         case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
         case grantTypes = "grant_types", responseTypes = "response_types", clientName = "client_name"
         case clientURI = "client_uri", logoURI = "logo_uri", scope, contacts, applicationType = "application_type"
+        case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
     }
 }
 
@@ -118,7 +121,11 @@ extension IDPServer {
             guard let name = try form.single("name") else { throw OAuthError(.invalidRequest, "name is required") }
             let uris = RedirectURI.splitLines(try form.single("redirect_uri") ?? "")
             guard !uris.isEmpty else { throw OAuthError(.invalidRequest, "redirect_uri is required") }
-            let created = try await clients.register(.init(name: name, redirectURIs: uris))
+            var registration = ClientRegistry.Registration(name: name, redirectURIs: uris)
+            registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
+            registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
+            registration.scope = try form.single("scope") ?? ""
+            let created = try await clients.register(registration)
             logger.info("client created", metadata: ["client_id": "\(created.client.clientID)", "name": "\(name)"])
             return Responses.encoded(ClientView(created.client, secret: created.secret))
         }
@@ -180,6 +187,8 @@ extension IDPServer {
                 asked.logoURI = registration.logoURI ?? ""
                 asked.contacts = registration.contacts ?? []
                 asked.applicationType = registration.applicationType ?? "web"
+                asked.idTokenSignedResponseAlg = registration.idTokenSignedResponseAlg ?? "RS256"
+                asked.accessTokenFormat = registration.accessTokenFormat ?? "opaque"
                 asked.dynamicallyRegistered = true
                 if let bad = asked.grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
                     throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
@@ -204,6 +213,8 @@ extension IDPServer {
                     ("grant_types", .array(created.client.grantTypes.map(JSONValue.string))),
                     ("response_types", .array(created.client.responseTypes.map(JSONValue.string))),
                     ("application_type", .string(created.client.applicationType)),
+                    ("id_token_signed_response_alg", .string(created.client.idTokenSignedResponseAlg.rawValue)),
+                    ("access_token_format", .string(created.client.accessTokenFormat)),
                 ]
                 if !created.client.scope.isEmpty { members.append(("scope", .string(created.client.scope))) }
                 var headers = HTTPFields()
@@ -215,6 +226,13 @@ extension IDPServer {
                 let mapped = error.code == .invalidRedirectURI || error.code == .invalidClientMetadata ? error : error
                 return Self.withCORS(Responses.error(mapped), methods: "POST, OPTIONS")
             }
+        }
+        router.post("/keys/rotate") { request, context -> Response in
+            try Self.checkSameOrigin(request, issuer: issuer)
+            try await requireRight(.admin, request: request, context: context, listener: listener)
+            try await provider.keys.rotate()
+            logger.info("signing keys rotated", metadata: ["kid": "\(provider.keys.signingKey.kid)"])
+            return Responses.json(provider.keys.jwksDocument)
         }
         router.on("/register", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
     }

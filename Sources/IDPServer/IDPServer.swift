@@ -73,7 +73,7 @@ public struct IDPServer: Sendable {
         }
         router.get("/.well-known/jwks.json") { _, _ in
             var response = Responses.json(provider.keys.jwksDocument)
-            response.headers[.cacheControl] = "public, max-age=300"
+            response.headers[.cacheControl] = "public, max-age=\(provider.keys.policy.jwksMaxAge)"
             return Self.withCORS(response, methods: "GET, OPTIONS")
         }
         router.on("/.well-known/jwks.json", method: .options) { _, _ in Self.preflight(methods: "GET, OPTIONS") }

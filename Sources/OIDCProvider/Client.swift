@@ -24,6 +24,10 @@ public struct Client: Sendable, Equatable, Codable {
     public var applicationType: String
     public var dynamicallyRegistered: Bool
     public var createdAt: Date
+    /// The algorithm of this client's ID tokens (`id_token_signed_response_alg`), RS256 by default.
+    public var idTokenSignedResponseAlg: SigningAlgorithm = .rs256
+    /// `jwt` for RFC 9068 JWT access tokens, `opaque` (default) otherwise.
+    public var accessTokenFormat: String = "opaque"
 
     public init(
         clientID: String, secretHash: String?, name: String, redirectURIs: [String],
@@ -76,7 +80,11 @@ public struct Client: Sendable, Equatable, Codable {
         case grantTypes = "grant_types", responseTypes = "response_types", scope, clientURI = "client_uri"
         case logoURI = "logo_uri", contacts, applicationType = "application_type"
         case dynamicallyRegistered = "dynamically_registered", createdAt = "created_at"
+        case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
     }
+
+    /// Whether access tokens are RFC 9068 JWTs.
+    public var usesJWTAccessTokens: Bool { accessTokenFormat == "jwt" }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -109,6 +117,8 @@ public struct Client: Sendable, Equatable, Codable {
         contacts = try c.decodeIfPresent([String].self, forKey: .contacts) ?? []
         applicationType = try c.decodeIfPresent(String.self, forKey: .applicationType) ?? "web"
         dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
+        idTokenSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
+        accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? "opaque"
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -134,6 +144,8 @@ public struct Client: Sendable, Equatable, Codable {
         try c.encode(applicationType, forKey: .applicationType)
         try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
         try c.encode(RFC3339.format(createdAt), forKey: .createdAt)
+        if idTokenSignedResponseAlg != .rs256 { try c.encode(idTokenSignedResponseAlg, forKey: .idTokenSignedResponseAlg) }
+        if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
     }
 }
 

@@ -76,6 +76,8 @@ public actor ClientRegistry {
         public var contacts: [String] = []
         public var applicationType: String = "web"
         public var dynamicallyRegistered = false
+        public var idTokenSignedResponseAlg = "RS256"
+        public var accessTokenFormat = "opaque"
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -96,16 +98,27 @@ public actor ClientRegistry {
                 .invalidClientMetadata,
                 "token_endpoint_auth_method must be one of \(allowedMethods.joined(separator: ", "))")
         }
+        guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
+            throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
+        }
+        guard registration.accessTokenFormat == "opaque" || registration.accessTokenFormat == "jwt" else {
+            throw OAuthError(.invalidClientMetadata, "access_token_format must be opaque or jwt")
+        }
+        for scope in Scope.parse(registration.scope) where !Scope.isValidToken(scope) {
+            throw OAuthError(.invalidClientMetadata, "scope \(scope) is not a valid scope token")
+        }
         var id = RandomToken.hex(bytes: 16)
         while clients[id] != nil { id = RandomToken.hex(bytes: 16) }
         let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
-        let client = Client(
+        var client = Client(
             clientID: id, secretHash: secret.map(Client.hashSecret), name: registration.name,
             redirectURIs: registration.redirectURIs, tokenEndpointAuthMethod: registration.tokenEndpointAuthMethod,
             grantTypes: registration.grantTypes, responseTypes: registration.responseTypes, scope: registration.scope,
             clientURI: registration.clientURI, logoURI: registration.logoURI, contacts: registration.contacts,
             applicationType: registration.applicationType, dynamicallyRegistered: registration.dynamicallyRegistered,
             createdAt: Date())
+        client.idTokenSignedResponseAlg = algorithm
+        client.accessTokenFormat = registration.accessTokenFormat
         clients[id] = client
         do {
             try await persist()

@@ -136,7 +136,7 @@ extension Provider {
             throw OAuthError(.invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
         }
         grant.resources = try tokenResources(form, grant: grant)
-        let response = try issue(grant: grant, issuedAt: current, code: code, familyID: nil)
+        let response = try issue(grant: grant, client: client, issuedAt: current, code: code, familyID: nil)
         try await persist()
         return response
     }
@@ -221,7 +221,7 @@ extension Provider {
         default:
             throw OAuthError(.invalidGrant, "the refresh token is invalid")
         }
-        let response = try issue(grant: issued, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
+        let response = try issue(grant: issued, client: client, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
         try await persist()
         return response
     }
@@ -229,15 +229,22 @@ extension Provider {
     /// Mints an access token, an ID token (for `openid`) and a refresh token, and writes the
     /// token response.
     func issue(
-        grant: AuthorizationGrant, issuedAt: Date, code: String?, familyID existingFamily: String?,
+        grant: AuthorizationGrant, client: Client, issuedAt: Date, code: String?, familyID existingFamily: String?,
         refreshToken existingRefresh: String? = nil
     ) throws -> TokenResponse {
-        let accessToken = RandomToken.make(bytes: 32)
         let audience = [grant.clientID] + grant.resources
+        let jti = RandomToken.make(bytes: 16)
+        let accessToken: String
+        if client.usesJWTAccessTokens {
+            accessToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).signAccessToken(
+                payload: accessTokenPayload(grant: grant, issuedAt: issuedAt, jti: jti, actor: nil))
+        } else {
+            accessToken = RandomToken.make(bytes: 32)
+        }
         var idToken: String?
         if grant.scopes.contains(Scope.openid) {
             let payload = try idTokenPayload(grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
-            idToken = try keys.signingKey.sign(payload: payload)
+            idToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).sign(payload: payload)
         }
         let refreshToken = existingRefresh ?? RandomToken.make(bytes: 32)
         let familyID =
@@ -250,7 +257,7 @@ extension Provider {
             entry: .init(
                 grant: grant, audience: audience,
                 expiresAt: issuedAt.addingTimeInterval(configuration.accessTokenLifetime), issuedAt: issuedAt,
-                familyID: familyID, jti: RandomToken.make(bytes: 16)))
+                familyID: familyID, jti: jti))
         if let code { grants.recordMinted(code: code, familyID: familyID, accessTokenHash: accessKey) }
         var members: [(String, JSONValue)] = [
             ("access_token", .string(accessToken)),
@@ -261,5 +268,26 @@ extension Provider {
         if let idToken { members.append(("id_token", .string(idToken))) }
         members.append(("scope", .string(grant.scopes.joined(separator: " "))))
         return TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil)
+    }
+}
+
+extension Provider {
+    /// RFC 9068 claims of a JWT access token.
+    func accessTokenPayload(grant: AuthorizationGrant, issuedAt: Date, jti: String, actor: ActorClaim?, audience: [String]? = nil) -> String {
+        let iat = Int64(issuedAt.timeIntervalSince1970)
+        let audiences = audience ?? (grant.resources.isEmpty ? [grant.clientID] : grant.resources)
+        var members: [(String, JSONValue)] = [
+            ("iss", .string(configuration.issuer)),
+            ("sub", .string(IDToken.subject(grant.identity))),
+            ("aud", audiences.count == 1 ? .string(audiences[0]) : .array(audiences.map(JSONValue.string))),
+            ("exp", .int(iat + Int64(configuration.accessTokenLifetime))),
+            ("iat", .int(iat)),
+            ("jti", .string(jti)),
+            ("client_id", .string(grant.clientID)),
+            ("scope", .string(grant.scopes.joined(separator: " "))),
+            ("auth_time", .int(Int64(grant.authTime.timeIntervalSince1970))),
+        ]
+        if let actor { members.append(("act", ActorClaim.json(actor))) }
+        return JSONText.object(members)
     }
 }

@@ -149,7 +149,7 @@ struct Discovery: Sendable {
                 ("response_modes_supported", strings(["query", "form_post"])),
                 ("grant_types_supported", strings(["authorization_code", "refresh_token"])),
                 ("subject_types_supported", strings(["public"])),
-                ("id_token_signing_alg_values_supported", strings(["RS256"])),
+                ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
                 ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
                 ("revocation_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
                 ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),

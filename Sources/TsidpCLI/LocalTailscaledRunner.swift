@@ -71,7 +71,7 @@ struct LocalTailscaledRunner {
                     configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
                     logger: logger))
         }
-        services.append(SweepService(provider: provider))
+        services.append(SweepService(provider: provider, logger: logger))
         services.append(CertificateRefreshService(source: certificates, logger: logger))
         logger.info(
             "tsidp is serving", metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])

@@ -123,7 +123,7 @@ struct Runner {
                     configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
                     logger: logger))
         }
-        services.append(SweepService(provider: provider))
+        services.append(SweepService(provider: provider, logger: logger))
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -168,9 +168,10 @@ actor ReadySignal {
     }
 }
 
-/// Forgets expired codes and tokens once a minute.
+/// Once a minute: forgets expired codes and tokens, and rotates signing keys when due.
 struct SweepService: Service {
     let provider: Provider
+    let logger: Logger
 
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
@@ -180,6 +181,11 @@ struct SweepService: Service {
                 return
             }
             await provider.sweep()
+            do {
+                try await provider.keys.maintain()
+            } catch {
+                logger.error("signing key rotation failed; the current keys stay in use", metadata: ["error": "\(error)"])
+            }
         }
     }
 }
