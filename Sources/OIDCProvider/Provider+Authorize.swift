@@ -80,10 +80,15 @@ extension Provider {
             guard responseType == "code" else {
                 return fail(OAuthError(.unsupportedResponseType, "only response_type=code is supported"))
             }
-            let scopes = Scope.parse(try parameters.single("scope"))
+            var scopes = Scope.parse(try parameters.single("scope"))
             let allowed = Set(Scope.standard + client.customScopes)
             if let unknown = scopes.first(where: { !allowed.contains($0) }) {
-                return fail(OAuthError(.invalidScope, "scope \(Self.clip(unknown)) is not supported"))
+                // OIDC Core §3.1.2.1: scope values that are not understood are ignored in OpenID
+                // requests; a plain OAuth request for an unknown scope is refused (RFC 6749 §4.1.2.1).
+                guard scopes.contains(Scope.openid) else {
+                    return fail(OAuthError(.invalidScope, "scope \(Self.clip(unknown)) is not supported"))
+                }
+                scopes = scopes.filter(allowed.contains)
             }
             let nonce = try parameters.single("nonce")
             var challenge: String?
@@ -109,6 +114,7 @@ extension Provider {
             if let maxAge = try parameters.single("max_age"), Int(maxAge) == nil || Int(maxAge)! < 0 {
                 return fail(OAuthError(.invalidRequest, "max_age must be a non-negative integer"))
             }
+            let hintSubject = try idTokenHintSubject(try parameters.single("id_token_hint"), clientID: clientID)
             var resources: [String] = []
             for resource in parameters.all("resource") {
                 guard let url = URLComponents(string: resource), url.scheme != nil, url.fragment == nil else {
@@ -134,6 +140,9 @@ extension Provider {
             }
             guard !identity.isTagged else {
                 return fail(OAuthError(.accessDenied, "tagged devices have no user identity and cannot log in"))
+            }
+            if let hintSubject, hintSubject != IDToken.subject(identity), prompts.contains("none") {
+                return fail(OAuthError(.loginRequired, "the device belongs to a different user than id_token_hint names"))
             }
             if !resources.isEmpty {
                 let rules: [CapabilityRule]
@@ -165,6 +174,27 @@ extension Provider {
         } catch {
             return fail(OAuthError(.invalidRequest, "the request is malformed"))
         }
+    }
+
+    /// The `sub` of an `id_token_hint`, which must be an ID token this provider signed for
+    /// `clientID` (it may have expired, OIDC Core §3.1.2.1).
+    func idTokenHintSubject(_ hint: String?, clientID: String) throws -> String? {
+        guard let hint else { return nil }
+        let parts = hint.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 3, let headerData = Base64URL.decode(parts[0]),
+            let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any],
+            let kid = header["kid"] as? String, let key = keys.key(withID: kid), key.verify(hint),
+            let payloadData = Base64URL.decode(parts[1]),
+            let payload = try? JSONSerialization.jsonObject(with: payloadData) as? [String: Any],
+            payload["iss"] as? String == configuration.issuer, let subject = payload["sub"] as? String
+        else {
+            throw OAuthError(.invalidRequest, "id_token_hint is not an ID token from this provider")
+        }
+        let audience = (payload["aud"] as? [String]) ?? [(payload["aud"] as? String) ?? ""]
+        guard audience.contains(clientID) else {
+            throw OAuthError(.invalidRequest, "id_token_hint was issued to another client")
+        }
+        return subject
     }
 
     private func respond(_ redirectURI: String, mode: String, state: String?, error: OAuthError) -> AuthorizeResult {

@@ -4,14 +4,15 @@ import Foundation
 /// The identities a simulated tailnet hands out, loaded from a `--dev-identities` file.
 ///
 /// The file is a JSON array of documents shaped exactly like LocalAPI WhoIs answers (`Node`,
-/// `UserProfile`, `CapMap`). Identity N (1-based) is what a caller from `127.0.0.N` gets.
+/// `UserProfile`, `CapMap`). Identity N (1-based) is what a caller from `127.0.0.N` gets; a `null`
+/// entry makes `127.0.0.N` an address the tailnet does not know.
 public enum DevIdentities {
     /// The capability name under which tsidp reads its grants.
     public static let tsidpCapability = "tailscale.com/cap/tsidp"
 
     /// One demo user, used when no file is given: alice@example.com on alice-laptop, allowed to
     /// use the admin UI and dynamic client registration.
-    public static var builtIn: [WhoIsResponse] {
+    public static var builtIn: [WhoIsResponse?] {
         [
             WhoIsResponse(
                 node: Node(
@@ -25,7 +26,7 @@ public enum DevIdentities {
     }
 
     /// Parses an identities file, with a one-line error naming the entry and field at fault.
-    public static func parse(_ data: Data) throws -> [WhoIsResponse] {
+    public static func parse(_ data: Data) throws -> [WhoIsResponse?] {
         let raw: Any
         do {
             raw = try JSONSerialization.jsonObject(with: data)
@@ -41,9 +42,13 @@ public enum DevIdentities {
         guard array.count <= 254 else {
             throw DevIdentitiesError("at most 254 identities fit the loopback range 127.0.0.1-254")
         }
-        var result: [WhoIsResponse] = []
+        var result: [WhoIsResponse?] = []
         for (index, element) in array.enumerated() {
             let number = index + 1
+            if element is NSNull {
+                result.append(nil)
+                continue
+            }
             guard let object = element as? [String: Any] else {
                 throw DevIdentitiesError("identity \(number) is not a JSON object")
             }
@@ -75,7 +80,7 @@ public enum DevIdentities {
     }
 
     /// Reads and parses the identities file at `path`.
-    public static func load(path: String) throws -> [WhoIsResponse] {
+    public static func load(path: String) throws -> [WhoIsResponse?] {
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path))

@@ -9,6 +9,7 @@ import Synchronization
 ///
 /// Address mapping, as a tailnet maps addresses to nodes:
 /// - `127.0.0.N` gets identity N (1-based); any other loopback address gets identity 1;
+/// - a `null` identity is an address the tailnet does not know (WhoIs answers 404);
 /// - every address in an identity's `Node.Addresses` gets that identity;
 /// - anything else is unknown (404 `no match for IP:port`).
 ///
@@ -19,21 +20,21 @@ public final class SimulatedTailnet: Sendable {
     public let socketPath: String
     /// The name tsidp's own node has on this simulated tailnet.
     public let selfDNSName: String
-    private let identities: Mutex<[WhoIsResponse]>
+    private let identities: Mutex<[WhoIsResponse?]>
 
-    public init(socketPath: String, identities: [WhoIsResponse], selfDNSName: String = "idp.example-tailnet.ts.net.") {
+    public init(socketPath: String, identities: [WhoIsResponse?], selfDNSName: String = "idp.example-tailnet.ts.net.") {
         self.socketPath = socketPath
         self.identities = Mutex(identities)
         self.selfDNSName = selfDNSName
     }
 
     /// Replaces the identities (a node leaving, a profile or grant change).
-    public func setIdentities(_ newValue: [WhoIsResponse]) {
+    public func setIdentities(_ newValue: [WhoIsResponse?]) {
         identities.withLock { $0 = newValue }
     }
 
     /// The identities currently served.
-    public var currentIdentities: [WhoIsResponse] {
+    public var currentIdentities: [WhoIsResponse?] {
         identities.withLock { $0 }
     }
 
@@ -42,7 +43,7 @@ public final class SimulatedTailnet: Sendable {
         guard let ip = Self.hostPart(of: address) else { return nil }
         let all = currentIdentities
         guard !all.isEmpty else { return nil }
-        for identity in all where identity.node.addresses.contains(where: { Self.parsePrefixAddress($0) == ip }) {
+        for identity in all.compactMap({ $0 }) where identity.node.addresses.contains(where: { Self.parsePrefixAddress($0) == ip }) {
             return identity
         }
         if let octets = Self.ipv4Octets(ip), octets[0] == 127 {

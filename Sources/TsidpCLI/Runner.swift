@@ -63,7 +63,7 @@ struct Runner {
     }
 
     func runDevelopment() async throws {
-        let identities: [WhoIsResponse]
+        let identities: [WhoIsResponse?]
         if let path = configuration.devIdentitiesPath {
             do {
                 identities = try DevIdentities.load(path: path)
@@ -129,7 +129,7 @@ struct Runner {
         try await group.run()
     }
 
-    static func devBanner(issuer: String, identities: [WhoIsResponse], stateDirectory: String, localPort: Int?) -> String {
+    static func devBanner(issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?) -> String {
         var lines = [
             "",
             "  tsidp --dev: FOR DEVELOPMENT ONLY. No Tailscale; a simulated tailnet answers who each caller is.",
@@ -142,7 +142,11 @@ struct Runner {
         if let localPort { lines.append("  Operator:     http://127.0.0.1:\(localPort) (local listener)") }
         lines.append("  State:        \(stateDirectory)")
         lines.append("  Identities:")
-        for (index, identity) in identities.enumerated() {
+        for (index, entry) in identities.enumerated() {
+            guard let identity = entry else {
+                lines.append("    127.0.0.\(index + 1)  (not on the tailnet)")
+                continue
+            }
             let who = identity.node.isTagged ? "tagged \(identity.node.tags.joined(separator: ","))" : identity.userProfile.loginName
             lines.append("    127.0.0.\(index + 1)  \(who) on \(identity.node.name)")
         }

@@ -85,12 +85,15 @@ struct AuthorizeTests {
         #expect(parameters["state"] == "st")
     }
 
-    @Test("unknown scopes are refused; custom scopes the client registered are allowed")
+    @Test("unknown scopes are ignored in OpenID requests and refused in plain OAuth ones; registered custom scopes are allowed")
     func scopes() async throws {
         let setup = try await Fixtures.provider(scope: "openid read:metrics")
         var pairs = base(setup)
-        pairs[3] = ("scope", "openid admin")
+        pairs[3] = ("scope", "admin email")
         #expect(Fixtures.redirectParameters(await authorize(setup, pairs))["error"] == "invalid_scope")
+        let ignored = try await setup.code(scope: "openid address phone email")
+        let body = Fixtures.json(await setup.redeem(ignored).body)
+        #expect(body["scope"] as? String == "openid email")
         pairs[3] = ("scope", "openid read:metrics offline_access email profile groups")
         #expect(Fixtures.redirectParameters(await authorize(setup, pairs))["code"] != nil)
     }
@@ -156,6 +159,20 @@ struct AuthorizeTests {
             ("acr_values", "1"), ("claims", "{\"id_token\":{\"name\":{\"essential\":true}}}"), ("prompt", "login"),
         ]
         #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + extra))["code"] != nil)
+    }
+
+    @Test("id_token_hint must be ours and for this client; with prompt=none it must name the device's user")
+    func idTokenHint() async throws {
+        let setup = try await Fixtures.provider()
+        let idToken = try #require(Fixtures.json(await setup.redeem(try await setup.code()).body)["id_token"] as? String)
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)]))["code"] != nil)
+        let asBob = await authorize(setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)], identity: Fixtures.bob)
+        #expect(Fixtures.redirectParameters(asBob)["error"] == "login_required")
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", idToken)], identity: Fixtures.bob))["code"] != nil)
+        var forged = idToken.split(separator: ".").map(String.init)
+        forged[1] = Base64URL.encode(Data(#"{"iss":"https://idp.example-tailnet.ts.net","sub":"userid:1","aud":"x"}"#.utf8))
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", forged.joined(separator: "."))]))["error"] == "invalid_request")
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", "garbage")]))["error"] == "invalid_request")
     }
 
     @Test("a repeated parameter is invalid_request")

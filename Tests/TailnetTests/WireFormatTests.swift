@@ -114,7 +114,7 @@ struct DevIdentitiesTests {
     func parses() throws {
         let text = "[\(WireFormatTests.whoisExample), {\"Node\": {\"ID\": 2, \"Name\": \"bob.example-tailnet.ts.net.\", \"Addresses\": [\"100.64.0.2/32\"]}, \"UserProfile\": {\"ID\": 3, \"LoginName\": \"bob@example.com\"}}]"
         let identities = try DevIdentities.parse(Data(text.utf8))
-        #expect(identities.map(\.userProfile.loginName) == ["alice@example.com", "bob@example.com"])
+        #expect(identities.map { $0?.userProfile.loginName } == ["alice@example.com", "bob@example.com"])
     }
 
     @Test("each mistake is named in one line", arguments: [
@@ -123,6 +123,7 @@ struct DevIdentitiesTests {
         ("[]", "no identity"),
         ("[5]", "identity 1 is not a JSON object"),
         (#"[{"UserProfile": {"LoginName": "a@example.com"}}]"#, "identity 1 has no \"Node\""),
+        ("[null, 5]", "identity 2 is not a JSON object"),
         (#"[{"Node": {"Name": "a."}}]"#, "identity 1 has no \"UserProfile\""),
         (#"[{"Node": {"Name": ""}, "UserProfile": {"LoginName": "a@example.com"}}]"#, "Node.Name is empty"),
         (#"[{"Node": {"Name": "a."}, "UserProfile": {}}]"#, "LoginName is empty"),
@@ -138,6 +139,14 @@ struct DevIdentitiesTests {
             #expect(text.contains(expected), "\(text)")
             #expect(!text.contains("\n"))
         }
+    }
+
+    @Test("null entries are addresses the tailnet does not know")
+    func nullEntries() throws {
+        let identities = try DevIdentities.parse(Data(#"[{"Node": {"Name": "a."}, "UserProfile": {"LoginName": "a@example.com"}}, null]"#.utf8))
+        let tailnet = SimulatedTailnet(socketPath: "/unused", identities: identities)
+        #expect(tailnet.resolve(address: "127.0.0.1:1")?.userProfile.loginName == "a@example.com")
+        #expect(tailnet.resolve(address: "127.0.0.2:1") == nil)
     }
 
     @Test("a missing file says so")
