@@ -91,6 +91,21 @@ let package = Package(
             dependencies: ["TsidpCLI"],
             swiftSettings: strict
         ),
+        .executableTarget(
+            name: "tsidp-benchmark",
+            dependencies: [
+                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "AnyJSON",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/TokenBenchmark",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OIDCProviderTests",
             dependencies: ["OIDCProvider", "StateStore", .product(name: "JWTKit", package: "jwt-kit")],

@@ -1,0 +1,2 @@
+// The token benchmark; see Benchmarks/README.md.
+print("not written yet")
