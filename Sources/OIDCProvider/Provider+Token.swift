@@ -74,6 +74,12 @@ extension Provider {
             case "refresh_token":
                 let client = try await authenticate(credentials)
                 return try await refresh(form, client: client)
+            case TokenType.grantType:
+                guard configuration.enableTokenExchange else {
+                    throw OAuthError(.unsupportedGrantType, "token exchange is not enabled (start tsidp with --enable-sts)")
+                }
+                let client = try await authenticate(credentials)
+                return try await exchange(form, client: client)
             default:
                 throw OAuthError(.unsupportedGrantType, "grant_type \(Self.clip(grantType)) is not supported")
             }

@@ -13,6 +13,8 @@ public struct ProviderConfiguration: Sendable {
     public var accessTokenLifetime: TimeInterval = 300
     public var idTokenLifetime: TimeInterval = 300
     public var refreshTokenLifetime: TimeInterval = 30 * 24 * 3600
+    /// Whether RFC 8693 token exchange is offered (`--enable-sts`).
+    public var enableTokenExchange = false
 
     public init(issuer: String, idpHost: String) {
         var trimmed = issuer
@@ -61,7 +63,7 @@ public final class Provider: Sendable {
         self.clients = clients
         self.logger = logger
         self.now = now
-        self.discovery = Discovery(issuer: configuration.issuer)
+        self.discovery = Discovery(issuer: configuration.issuer, tokenExchange: configuration.enableTokenExchange)
         self.store = grantStore
         self.reidentify = reidentify
         let grants = self.grants
@@ -130,7 +132,7 @@ struct Discovery: Sendable {
     let withRegistration: [UInt8]
     let withoutRegistration: [UInt8]
 
-    init(issuer: String) {
+    init(issuer: String, tokenExchange: Bool) {
         func build(_ registration: Bool) -> [UInt8] {
             var members: [(String, JSONValue)] = [
                 ("issuer", .string(issuer)),
@@ -147,7 +149,7 @@ struct Discovery: Sendable {
                 ("scopes_supported", strings(Scope.standard)),
                 ("response_types_supported", strings(["code"])),
                 ("response_modes_supported", strings(["query", "form_post"])),
-                ("grant_types_supported", strings(["authorization_code", "refresh_token"])),
+                ("grant_types_supported", strings(["authorization_code", "refresh_token"] + (tokenExchange ? [TokenType.grantType] : []))),
                 ("subject_types_supported", strings(["public"])),
                 ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
                 ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),

@@ -35,7 +35,7 @@ struct Runner {
 
     /// Loads keys and clients and builds the provider.
     static func makeProvider(
-        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, logger: Logger
+        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, enableSTS: Bool, logger: Logger
     ) async throws -> Provider {
         let keys: KeyRing
         let clients: ClientRegistry
@@ -47,8 +47,10 @@ struct Runner {
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
+        var settings = ProviderConfiguration(issuer: issuer, idpHost: idpHost)
+        settings.enableTokenExchange = enableSTS
         let provider = Provider(
-            configuration: ProviderConfiguration(issuer: issuer, idpHost: idpHost), keys: keys, clients: clients,
+            configuration: settings, keys: keys, clients: clients,
             grantStore: store,
             reidentify: { (grant: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
                 try await identity.reidentify(grant)
@@ -92,7 +94,8 @@ struct Runner {
         let localAPI = LocalAPIClient(socketPath: socketPath, timeout: .seconds(5))
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
         let provider = try await Self.makeProvider(
-            store: store, issuer: issuer, idpHost: "localhost", identity: caller, logger: logger)
+            store: store, issuer: issuer, idpHost: "localhost", identity: caller, enableSTS: configuration.enableSTS,
+            logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         options.developmentMode = true

@@ -19,7 +19,9 @@ Environment:
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import importlib
 import json
 import os
@@ -33,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Optional
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import pytest
 import requests
