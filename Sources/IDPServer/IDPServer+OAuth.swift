@@ -14,11 +14,23 @@ extension IDPServer {
             let form = try await Self.readForm(&request, context: context)
             return try await authorize(request, context: context, form: form)
         }
+        router.get("/authorize/:node") { request, context in
+            try await authorize(request, context: context, form: nil, legacyNode: context.parameters.get("node"))
+        }
+        router.post("/authorize/:node") { request, context in
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            return try await authorize(request, context: context, form: form, legacyNode: context.parameters.get("node"))
+        }
         router.post("/token") { request, context -> Response in
             var request = request
             return Self.withCORS(
                 try await formEndpoint(&request, context: context) { form, authorization in
-                    await provider.token(form, authorization: authorization)
+                    let identity = self.identity
+                    let peer = context.peerAddressText
+                    return await provider.token(form, authorization: authorization) {
+                        try? await identity.identify(address: peer).nodeID
+                    }
                 }, methods: "POST, OPTIONS")
         }
         router.on("/token", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
@@ -120,7 +132,9 @@ extension IDPServer {
         return Responses.error(error, headers: headers)
     }
 
-    func authorize(_ request: Request, context: IDPRequestContext, form: OAuthParameters?) async throws -> Response {
+    func authorize(
+        _ request: Request, context: IDPRequestContext, form: OAuthParameters?, legacyNode: String? = nil
+    ) async throws -> Response {
         if Self.isFunnel(request) {
             return Responses.html(
                 HTML.errorPage(
@@ -134,9 +148,17 @@ extension IDPServer {
         } catch let error as OAuthError {
             return Responses.html(HTML.errorPage(error), status: .badRequest)
         }
+        var legacyNodeID: Int64?
+        if let legacyNode {
+            guard let node = Int64(legacyNode), node > 0 else {
+                return Responses.html(
+                    HTML.errorPage(OAuthError(.invalidRequest, "The sign-in link names no valid tailnet node.")), status: .badRequest)
+            }
+            legacyNodeID = node
+        }
         let address = context.peerAddressText
         let identity = self.identity
-        let result = await provider.authorize(parameters) { () async throws(IdentityFailure) -> UserIdentity in
+        let result = await provider.authorize(parameters, legacyNodeID: legacyNodeID) { () async throws(IdentityFailure) -> UserIdentity in
             try await identity.identify(address: address)
         }
         switch result {
@@ -155,7 +177,13 @@ extension IDPServer {
     static func hint(for error: OAuthError) -> String? {
         switch error.code {
         case .invalidClient:
-            return "Register the application in tsidp's admin UI (or with <code>POST /clients/new</code>) and use the client ID it shows."
+            return """
+                Register the application with tsidp (<code>POST /clients/new</code> with a name and its redirect URI, \
+                or <code>/register</code>) and configure it with the client ID and secret tsidp returns. \
+                Guides written for the Go tsidp's legacy mode (\u{201C}Client ID: unused\u{201D}) need tsidp started with \
+                <code>--allow-insecure-registration</code>, which lets any application on the tailnet sign users in by its \
+                node; registering the client is the safer choice.
+                """
         case .invalidRequest where error.message.contains("redirect_uri"):
             return "The application's redirect URI must exactly match one registered for it, including scheme, port, path and query."
         default:

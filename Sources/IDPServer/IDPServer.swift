@@ -62,9 +62,14 @@ public struct IDPServer: Sendable {
     }
 
     func addDiscoveryRoutes(to router: Router<IDPRequestContext>) {
-        let discovery: @Sendable (Request, IDPRequestContext) async throws -> Response = { request, _ in
-            var response = Responses.json(provider.discoveryDocument(includeRegistration: !Self.isFunnel(request)))
-            response.headers[.cacheControl] = "public, max-age=300"
+        let discovery: @Sendable (Request, IDPRequestContext) async throws -> Response = { request, context in
+            var legacyNode: Int64?
+            if provider.configuration.allowInsecureRegistration, !Self.isFunnel(request) {
+                legacyNode = try? await identity.identify(address: context.peerAddressText).nodeID
+            }
+            var response = Responses.json(
+                provider.discoveryDocument(includeRegistration: !Self.isFunnel(request), legacyNodeID: legacyNode))
+            response.headers[.cacheControl] = legacyNode == nil ? "public, max-age=300" : "private, no-cache"
             return Self.withCORS(response, methods: "GET, OPTIONS")
         }
         for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {

@@ -52,6 +52,14 @@ public struct Client: Sendable, Equatable, Codable {
         self.createdAt = createdAt
     }
 
+    /// The stand-in client of the legacy flow: whatever `client_id` the relying party sent, the one
+    /// redirect URI it asked for, authenticated by its node rather than a secret.
+    static func legacy(clientID: String, redirectURI: String, nodeID: Int64) -> Client {
+        Client(
+            clientID: clientID, secretHash: nil, name: "node \(nodeID)", redirectURIs: [redirectURI],
+            tokenEndpointAuthMethod: "tailnet_node", createdAt: Date())
+    }
+
     /// Whether the client authenticates without a secret (and so must use PKCE S256).
     public var isPublic: Bool { tokenEndpointAuthMethod == "none" }
 

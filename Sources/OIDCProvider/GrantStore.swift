@@ -13,10 +13,12 @@ public struct AuthorizationGrant: Sendable, Equatable, Codable {
     public var resources: [String]
     public var identity: UserIdentity
     public var authTime: Date
+    /// Legacy flow: the relying party's node, which alone may redeem the code and refresh.
+    public var boundNodeID: Int64? = nil
 
     enum CodingKeys: String, CodingKey {
         case clientID = "c", redirectURI = "r", scopes = "s", nonce = "n", codeChallenge = "cc"
-        case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at"
+        case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at", boundNodeID = "node"
     }
 }
 
@@ -91,11 +93,48 @@ final class GrantStore: Sendable {
     struct Snapshot: Codable {
         var version: Int
         var families: [String: Family]
+        /// Access tokens with a grant of their own (exchanged tokens).
         var access: [String: AccessEntry]
+        /// Access tokens of a refresh family: the family's grant is not repeated.
+        var familyAccess: [String: FamilyAccess]?
+
+        enum CodingKeys: String, CodingKey {
+            case version, families, access, familyAccess = "family_access"
+        }
+    }
+
+    /// An access token stored by reference to its family's grant.
+    struct FamilyAccess: Codable {
+        var familyID: String
+        var scopes: [String]
+        var resources: [String]
+        var audience: [String]
+        var expiresAt: Date
+        var issuedAt: Date
+        var jti: String
+
+        enum CodingKeys: String, CodingKey {
+            case familyID = "f", scopes = "s", resources = "r", audience = "a", expiresAt = "e", issuedAt = "i", jti = "j"
+        }
     }
 
     func snapshot() throws -> Data {
-        let snapshot = state.withLock { Snapshot(version: 1, families: $0.families, access: $0.access) }
+        let snapshot = state.withLock { state in
+            var own: [String: AccessEntry] = [:]
+            var referenced: [String: FamilyAccess] = [:]
+            for (key, entry) in state.access {
+                if let familyID = entry.familyID, let family = state.families[familyID], entry.actor == nil,
+                    family.grant.identity == entry.grant.identity, family.grant.clientID == entry.grant.clientID
+                {
+                    referenced[key] = FamilyAccess(
+                        familyID: familyID, scopes: entry.grant.scopes, resources: entry.grant.resources,
+                        audience: entry.audience, expiresAt: entry.expiresAt, issuedAt: entry.issuedAt, jti: entry.jti)
+                } else {
+                    own[key] = entry
+                }
+            }
+            return Snapshot(version: 1, families: state.families, access: own, familyAccess: referenced)
+        }
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .secondsSince1970
         encoder.outputFormatting = [.sortedKeys]
@@ -112,6 +151,15 @@ final class GrantStore: Sendable {
         state.withLock { state in
             state.families = snapshot.families.filter { $0.value.expiresAt > now }
             state.access = snapshot.access.filter { $0.value.expiresAt > now }
+            for (key, item) in snapshot.familyAccess ?? [:] where item.expiresAt > now {
+                guard let family = state.families[item.familyID] else { continue }
+                var grant = family.grant
+                grant.scopes = item.scopes
+                grant.resources = item.resources
+                state.access[key] = AccessEntry(
+                    grant: grant, audience: item.audience, expiresAt: item.expiresAt, issuedAt: item.issuedAt,
+                    familyID: item.familyID, jti: item.jti, actor: nil)
+            }
             state.refreshIndex = [:]
             for (id, family) in state.families {
                 state.refreshIndex[family.currentTokenHash] = id
@@ -121,6 +169,16 @@ final class GrantStore: Sendable {
     }
 
     // MARK: Codes
+
+    /// The grant of an unredeemed code, without redeeming it.
+    func peekCode(_ code: String) -> AuthorizationGrant? {
+        state.withLock { $0.codes[Self.hash(code)]?.grant }
+    }
+
+    /// The grant of the family a refresh token belongs to, without using the token.
+    func peekFamily(_ token: String) -> AuthorizationGrant? {
+        state.withLock { state in state.refreshIndex[Self.hash(token)].flatMap { state.families[$0]?.grant } }
+    }
 
     func storeCode(_ code: String, grant: AuthorizationGrant, expiresAt: Date) {
         state.withLock { $0.codes[Self.hash(code)] = CodeEntry(grant: grant, expiresAt: expiresAt) }

@@ -18,8 +18,13 @@ extension Provider {
     ///
     /// - Important: `identify` is asked only once the request is otherwise valid, and any failure
     ///   of it means "not identified": no default user is ever substituted.
+    ///
+    /// - Parameter legacyNodeID: set for the Go tsidp's legacy flow (`/authorize/<node ID>` with
+    ///   `--allow-insecure-registration`): any `client_id` and redirect URI are accepted, and the
+    ///   code can only be redeemed by the relying party's node.
     public func authorize(
-        _ parameters: OAuthParameters, identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
+        _ parameters: OAuthParameters, legacyNodeID: Int64? = nil,
+        identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
     ) async -> AuthorizeResult {
         // 1. Client and redirect URI: failures here must not redirect anywhere.
         let clientID: String
@@ -30,11 +35,26 @@ extension Provider {
                 return .errorPage(OAuthError(.invalidRequest, "The request has no client_id."))
             }
             clientID = id
-            guard let found = await clients.client(id) else {
-                return .errorPage(
-                    OAuthError(.invalidClient, "No client with ID \(Self.clip(id)) is registered with this identity provider.", status: 400))
+            if let legacyNodeID {
+                guard configuration.allowInsecureRegistration else {
+                    return .errorPage(Self.legacyDisabled)
+                }
+                guard let uri = try parameters.single("redirect_uri") else {
+                    return .errorPage(OAuthError(.invalidRequest, "The request has no redirect_uri."))
+                }
+                do {
+                    try RedirectURI.validate(uri)
+                } catch let error as OAuthError {
+                    return .errorPage(OAuthError(.invalidRequest, "The redirect_uri is not usable: \(error.message)."))
+                }
+                client = Client.legacy(clientID: id, redirectURI: uri, nodeID: legacyNodeID)
+            } else {
+                guard let found = await clients.client(id) else {
+                    return .errorPage(
+                        OAuthError(.invalidClient, "No client with ID \(Self.clip(id)) is registered with this identity provider.", status: 400))
+                }
+                client = found
             }
-            client = found
             guard let uri = try parameters.single("redirect_uri") else {
                 return .errorPage(OAuthError(.invalidRequest, "The request has no redirect_uri."))
             }
@@ -111,8 +131,12 @@ extension Provider {
             if prompts.contains("none") && prompts.count > 1 {
                 return fail(OAuthError(.invalidRequest, "prompt=none cannot be combined with other values"))
             }
-            if let maxAge = try parameters.single("max_age"), Int(maxAge) == nil || Int(maxAge)! < 0 {
-                return fail(OAuthError(.invalidRequest, "max_age must be a non-negative integer"))
+            var maxAge: Int?
+            if let text = try parameters.single("max_age") {
+                guard let value = Int(text), value >= 0 else {
+                    return fail(OAuthError(.invalidRequest, "max_age must be a non-negative integer"))
+                }
+                maxAge = value
             }
             let hintSubject = try idTokenHintSubject(try parameters.single("id_token_hint"), clientID: clientID)
             var resources: [String] = []
@@ -160,9 +184,12 @@ extension Provider {
 
             // 4. Issue the code.
             let issuedAt = now()
+            let authTime = sessions.authenticate(
+                identity, at: issuedAt, forceNew: prompts.contains("login"), maxAge: maxAge)
             let grant = AuthorizationGrant(
                 clientID: clientID, redirectURI: redirectURI, scopes: scopes, nonce: nonce, codeChallenge: challenge,
-                codeChallengeMethod: method, resources: resources, identity: identity, authTime: issuedAt)
+                codeChallengeMethod: method, resources: resources, identity: identity, authTime: authTime,
+                boundNodeID: legacyNodeID)
             let code = RandomToken.make(bytes: 32)
             grants.storeCode(code, grant: grant, expiresAt: issuedAt.addingTimeInterval(configuration.codeLifetime))
             var fields: [(String, String)] = [("code", code)]
@@ -210,6 +237,12 @@ extension Provider {
         }
         return .redirect(RedirectURI.appending(fields, to: redirectURI))
     }
+
+    /// The page for `/authorize/<node>` when the legacy flow is off.
+    static let legacyDisabled = OAuthError(
+        .invalidClient,
+        "This sign-in link uses the legacy flow, in which any client ID is accepted and the application is identified by its tailnet node. That flow is off.",
+        status: 400)
 
     /// Shortens attacker-controlled text before it is shown.
     static func clip(_ text: String) -> String {

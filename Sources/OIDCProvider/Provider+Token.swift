@@ -58,8 +58,12 @@ struct PresentedCredentials {
 extension Provider {
     /// Handles a token request (RFC 6749 §4.1.3 and §6).
     ///
+    /// - Parameter callerNodeID: the tailnet node of the caller, asked only for legacy-flow grants
+    ///   (`--allow-insecure-registration`), which are bound to the relying party's node.
     /// - Important: Errors never echo a presented secret, code or token.
-    public func token(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
+    public func token(
+        _ form: OAuthParameters, authorization: String?, callerNodeID: (@Sendable () async -> Int64?)? = nil
+    ) async -> TokenResponse {
         var basic = false
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
@@ -69,9 +73,21 @@ extension Provider {
             }
             switch grantType {
             case "authorization_code":
+                if configuration.allowInsecureRegistration, let code = try form.single("code"),
+                    let pending = grants.peekCode(code), let node = pending.boundNodeID
+                {
+                    let client = try await legacyClient(pending, node: node, credentials: credentials, callerNodeID: callerNodeID)
+                    return try await redeemCode(form, client: client)
+                }
                 let client = try await authenticate(credentials)
                 return try await redeemCode(form, client: client)
             case "refresh_token":
+                if configuration.allowInsecureRegistration, let token = try form.single("refresh_token"),
+                    let family = grants.peekFamily(token), let node = family.boundNodeID
+                {
+                    let client = try await legacyClient(family, node: node, credentials: credentials, callerNodeID: callerNodeID)
+                    return try await refresh(form, client: client)
+                }
                 let client = try await authenticate(credentials)
                 return try await refresh(form, client: client)
             case TokenType.grantType:
@@ -88,6 +104,20 @@ extension Provider {
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be issued"))
         }
+    }
+
+    /// Legacy flow: the relying party is whoever runs on the node the grant is bound to.
+    func legacyClient(
+        _ grant: AuthorizationGrant, node: Int64, credentials: PresentedCredentials,
+        callerNodeID: (@Sendable () async -> Int64?)?
+    ) async throws -> Client {
+        if let id = credentials.clientID, id != grant.clientID {
+            throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        guard let caller = await callerNodeID?(), caller == node else {
+            throw OAuthError(.invalidClient, "this grant can only be used from the relying party's own tailnet node")
+        }
+        return Client.legacy(clientID: grant.clientID, redirectURI: grant.redirectURI, nodeID: node)
     }
 
     func authenticate(_ credentials: PresentedCredentials) async throws -> Client {

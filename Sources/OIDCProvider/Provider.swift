@@ -15,6 +15,9 @@ public struct ProviderConfiguration: Sendable {
     public var refreshTokenLifetime: TimeInterval = 30 * 24 * 3600
     /// Whether RFC 8693 token exchange is offered (`--enable-sts`).
     public var enableTokenExchange = false
+    /// The Go tsidp's legacy flow (`--allow-insecure-registration`): relying parties identified by
+    /// their tailnet node instead of registered credentials.
+    public var allowInsecureRegistration = false
 
     public init(issuer: String, idpHost: String) {
         var trimmed = issuer
@@ -39,6 +42,7 @@ public final class Provider: Sendable {
     public let keys: KeyRing
     public let clients: ClientRegistry
     let grants = GrantStore()
+    let sessions = SessionTracker()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
@@ -103,8 +107,17 @@ public final class Provider: Sendable {
     }
 
     /// `/.well-known/openid-configuration` (and the RFC 8414 document), serialized once.
-    public func discoveryDocument(includeRegistration: Bool) -> [UInt8] {
-        includeRegistration ? discovery.withRegistration : discovery.withoutRegistration
+    ///
+    /// With the legacy flow on, a caller on the tailnet gets an authorization endpoint naming its
+    /// own node (`/authorize/<node ID>`), as the Go tsidp's legacy mode did.
+    public func discoveryDocument(includeRegistration: Bool, legacyNodeID: Int64? = nil) -> [UInt8] {
+        if configuration.allowInsecureRegistration, let legacyNodeID {
+            return Discovery.build(
+                issuer: configuration.issuer, registration: includeRegistration,
+                tokenExchange: configuration.enableTokenExchange,
+                authorizationEndpoint: configuration.issuer + "/authorize/\(legacyNodeID)")
+        }
+        return includeRegistration ? discovery.withRegistration : discovery.withoutRegistration
     }
 
     /// Forgets expired codes and tokens; call periodically.
@@ -133,10 +146,14 @@ struct Discovery: Sendable {
     let withoutRegistration: [UInt8]
 
     init(issuer: String, tokenExchange: Bool) {
-        func build(_ registration: Bool) -> [UInt8] {
+        withRegistration = Self.build(issuer: issuer, registration: true, tokenExchange: tokenExchange)
+        withoutRegistration = Self.build(issuer: issuer, registration: false, tokenExchange: tokenExchange)
+    }
+
+    static func build(issuer: String, registration: Bool, tokenExchange: Bool, authorizationEndpoint: String? = nil) -> [UInt8] {
             var members: [(String, JSONValue)] = [
                 ("issuer", .string(issuer)),
-                ("authorization_endpoint", .string(issuer + "/authorize")),
+                ("authorization_endpoint", .string(authorizationEndpoint ?? issuer + "/authorize")),
                 ("token_endpoint", .string(issuer + "/token")),
                 ("userinfo_endpoint", .string(issuer + "/userinfo")),
                 ("jwks_uri", .string(issuer + "/.well-known/jwks.json")),
@@ -163,8 +180,5 @@ struct Discovery: Sendable {
                 ("authorization_response_iss_parameter_supported", .bool(true)),
             ]
             return Array(JSONText.object(members).utf8)
-        }
-        withRegistration = build(true)
-        withoutRegistration = build(false)
     }
 }

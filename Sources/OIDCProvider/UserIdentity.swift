@@ -40,6 +40,12 @@ public struct UserIdentity: Sendable, Equatable, Codable {
         self.capabilityValues = capabilityValues
     }
 
+    // Short member names keep the grant file (and a Kubernetes Secret holding it) compact.
+    enum CodingKeys: String, CodingKey {
+        case userID = "u", loginName = "l", displayName = "d", profilePicURL = "p", groups = "g", nodeID = "n"
+        case nodeStableID = "ns", nodeName = "nn", nodeKey = "nk", addresses = "a", tags = "t", capabilityValues = "c"
+    }
+
     /// Whether the device is tagged: tagged devices have no user identity.
     public var isTagged: Bool { !tags.isEmpty }
 

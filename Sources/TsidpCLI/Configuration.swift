@@ -123,7 +123,6 @@ public struct Configuration: Sendable, Equatable {
         if funnel { return "--funnel is not yet supported" }
         if let state, state.hasPrefix("kube:") { return "--state=kube:<secret> is not yet supported" }
         if state != nil { return "--state is not yet supported; use --dir" }
-        if allowInsecureRegistration { return "--allow-insecure-registration is not yet supported" }
         return nil
     }
 }

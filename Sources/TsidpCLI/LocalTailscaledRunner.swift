@@ -46,7 +46,7 @@ struct LocalTailscaledRunner {
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
         let provider = try await Runner.makeProvider(
-            store: store, issuer: issuer, idpHost: dnsName, identity: caller, enableSTS: configuration.enableSTS,
+            store: store, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration,
             logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests

@@ -35,7 +35,8 @@ struct Runner {
 
     /// Loads keys and clients and builds the provider.
     static func makeProvider(
-        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, enableSTS: Bool, logger: Logger
+        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, options: Configuration,
+        logger: Logger
     ) async throws -> Provider {
         let keys: KeyRing
         let clients: ClientRegistry
@@ -48,7 +49,12 @@ struct Runner {
             throw UsageError(error.message)
         }
         var settings = ProviderConfiguration(issuer: issuer, idpHost: idpHost)
-        settings.enableTokenExchange = enableSTS
+        settings.enableTokenExchange = options.enableSTS
+        settings.allowInsecureRegistration = options.allowInsecureRegistration
+        if options.allowInsecureRegistration {
+            logger.warning(
+                "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering")
+        }
         let provider = Provider(
             configuration: settings, keys: keys, clients: clients,
             grantStore: store,
@@ -94,7 +100,7 @@ struct Runner {
         let localAPI = LocalAPIClient(socketPath: socketPath, timeout: .seconds(5))
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
         let provider = try await Self.makeProvider(
-            store: store, issuer: issuer, idpHost: "localhost", identity: caller, enableSTS: configuration.enableSTS,
+            store: store, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
             logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests

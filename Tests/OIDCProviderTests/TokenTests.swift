@@ -52,6 +52,28 @@ struct TokenTests {
         #expect(payload.exp.value.timeIntervalSince(payload.iat.value) == 300)
     }
 
+    @Test("auth_time is kept for silent re-authorization and renewed by prompt=login or an exceeded max_age")
+    func authTime() async throws {
+        let setup = try await Fixtures.provider()
+        func authTime(_ extra: [(String, String)]) async throws -> Int {
+            let idToken = try #require(Fixtures.json(await setup.redeem(try await setup.code(extra: extra)).body)["id_token"] as? String)
+            let payload = try JSONSerialization.jsonObject(with: Base64URL.decode(idToken.split(separator: ".")[1])!) as? [String: Any]
+            return try #require(payload?["auth_time"] as? Int)
+        }
+        let first = try await authTime([])
+        setup.clock.advance(10)
+        #expect(try await authTime([("prompt", "none")]) == first)
+        #expect(try await authTime([("max_age", "3600")]) == first)
+        let renewed = try await authTime([("max_age", "5")])
+        #expect(renewed == first + 10)
+        setup.clock.advance(10)
+        #expect(try await authTime([("prompt", "login")]) == renewed + 10)
+        // Another user on another device has a session of their own.
+        let bobToken = try #require(Fixtures.json(await setup.redeem(try await setup.code(identity: Fixtures.bob)).body)["id_token"] as? String)
+        let bob = try JSONSerialization.jsonObject(with: Base64URL.decode(bobToken.split(separator: ".")[1])!) as? [String: Any]
+        #expect(bob?["auth_time"] as? Int == Int(setup.clock.now.timeIntervalSince1970))
+    }
+
     @Test("at_hash follows OIDC Core 3.1.3.6")
     func atHash() {
         // Left half of SHA-256("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), base64url.

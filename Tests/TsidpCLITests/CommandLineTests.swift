@@ -109,7 +109,7 @@ struct CommandLineTests {
         #expect(try configuration(["--use-local-tailscaled", "--funnel"]).unsupportedFeature?.contains("--funnel") == true)
         #expect(try configuration(["--use-local-tailscaled", "--state", "kube:tsidp"]).unsupportedFeature?.contains("kube") == true)
         #expect(try configuration(["--use-local-tailscaled", "--enable-sts"]).unsupportedFeature == nil)
-        #expect(try configuration(["--use-local-tailscaled", "--allow-insecure-registration"]).unsupportedFeature != nil)
+        #expect(try configuration(["--use-local-tailscaled", "--allow-insecure-registration"]).unsupportedFeature == nil)
         #expect(try configuration(["--use-local-tailscaled"]).unsupportedFeature == nil)
         #expect(try configuration(["--dev"], [:]).unsupportedFeature == nil)
     }
