@@ -13,7 +13,7 @@ public enum SigningAlgorithm: String, Sendable, Codable, CaseIterable {
 /// One signing key with its key ID: signs compact JWS and publishes itself as a JWK.
 public struct SigningKey: Sendable {
     enum Material: Sendable {
-        case rsa(_RSA.Signing.PrivateKey)
+        case rsa(_RSA.Signing.PrivateKey, SystemRSASigner?)
         case p256(P256.Signing.PrivateKey)
         case ed25519(Curve25519.Signing.PrivateKey)
     }
@@ -33,7 +33,7 @@ public struct SigningKey: Sendable {
         self.kid = kid
         self.material = material
         switch material {
-        case .rsa(let key):
+        case .rsa(let key, _):
             algorithm = .rs256
             let primitives = try key.publicKey.getKeyPrimitives()
             jwk = [
@@ -65,7 +65,7 @@ public struct SigningKey: Sendable {
 
     /// An RS256 key from an RSA private key (the Go tsidp's key file).
     public init(kid: String, rsa: _RSA.Signing.PrivateKey) throws {
-        try self.init(kid: kid, material: .rsa(rsa))
+        try self.init(kid: kid, material: .rsa(rsa, SystemRSASigner(pem: rsa.pemRepresentation)))
     }
 
     /// A fresh key of `algorithm` with a random key ID.
@@ -73,7 +73,7 @@ public struct SigningKey: Sendable {
         var id: UInt64 = 0
         while id == 0 { id = UInt64.random(in: 1...UInt64.max) }
         switch algorithm {
-        case .rs256: return try SigningKey(kid: String(id), material: .rsa(_RSA.Signing.PrivateKey(keySize: .bits2048)))
+        case .rs256: return try SigningKey(kid: String(id), rsa: _RSA.Signing.PrivateKey(keySize: .bits2048))
         case .es256: return try SigningKey(kid: String(id), material: .p256(P256.Signing.PrivateKey()))
         case .edDSA: return try SigningKey(kid: String(id), material: .ed25519(Curve25519.Signing.PrivateKey()))
         }
@@ -94,7 +94,12 @@ public struct SigningKey: Sendable {
         let data = Data(signingInput.utf8)
         let signature: Data
         switch material {
-        case .rsa(let key): signature = try key.signature(for: data, padding: .insecurePKCS1v1_5).rawRepresentation
+        case .rsa(let key, let system):
+            if let system, let bytes = system.sign(Array(signingInput.utf8)) {
+                signature = Data(bytes)
+            } else {
+                signature = try key.signature(for: data, padding: .insecurePKCS1v1_5).rawRepresentation
+            }
         case .p256(let key): signature = try key.signature(for: data).rawRepresentation
         case .ed25519(let key): signature = try key.signature(for: data)
         }
@@ -109,7 +114,7 @@ public struct SigningKey: Sendable {
         else { return false }
         let input = Data((parts[0] + "." + parts[1]).utf8)
         switch material {
-        case .rsa(let key):
+        case .rsa(let key, _):
             return key.publicKey.isValidSignature(
                 _RSA.Signing.RSASignature(rawRepresentation: signature), for: input, padding: .insecurePKCS1v1_5)
         case .p256(let key):
@@ -120,16 +125,30 @@ public struct SigningKey: Sendable {
         }
     }
 
+    /// The same signature computed by swift-crypto alone (tests compare it with the system path).
+    func signWithSwiftCrypto(payload: String) throws -> String? {
+        guard case .rsa(let key, _) = material else { return nil }
+        let signingInput = idTokenHeader + "." + Base64URL.encode(Data(payload.utf8))
+        let signature = try key.signature(for: Data(signingInput.utf8), padding: .insecurePKCS1v1_5)
+        return signingInput + "." + Base64URL.encode(signature.rawRepresentation)
+    }
+
+    /// Whether this key signs through the system's libcrypto.
+    var usesSystemCrypto: Bool {
+        if case .rsa(_, let system) = material { return system != nil }
+        return false
+    }
+
     /// PKCS#1 PEM of an RSA key (`RSA PRIVATE KEY`), the Go tsidp's format; `nil` for other keys.
     public var pkcs1PEM: String? {
-        if case .rsa(let key) = material { return key.pemRepresentation }
+        if case .rsa(let key, _) = material { return key.pemRepresentation }
         return nil
     }
 
     /// The private key in a storable text form (PEM, or base64 raw bytes for Ed25519).
     var privateText: String {
         switch material {
-        case .rsa(let key): return key.pemRepresentation
+        case .rsa(let key, _): return key.pemRepresentation
         case .p256(let key): return key.pemRepresentation
         case .ed25519(let key): return key.rawRepresentation.base64EncodedString()
         }
@@ -137,7 +156,7 @@ public struct SigningKey: Sendable {
 
     init(kid: String, algorithm: SigningAlgorithm, privateText: String) throws {
         switch algorithm {
-        case .rs256: try self.init(kid: kid, material: .rsa(_RSA.Signing.PrivateKey(pemRepresentation: privateText)))
+        case .rs256: try self.init(kid: kid, rsa: _RSA.Signing.PrivateKey(pemRepresentation: privateText))
         case .es256: try self.init(kid: kid, material: .p256(P256.Signing.PrivateKey(pemRepresentation: privateText)))
         case .edDSA:
             guard let raw = Data(base64Encoded: privateText) else { throw KeyFileError("an Ed25519 key is not base64") }
