@@ -245,6 +245,8 @@ extension Provider {
             }
         }
         var issued = grant
+        // A refreshed ID token carries no nonce: no authentication request is being answered.
+        issued.nonce = nil
         issued.resources = try tokenResources(form, grant: grant)
         if let requested { issued.scopes = requested }
         let next = RandomToken.make(bytes: 32)

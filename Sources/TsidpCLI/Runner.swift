@@ -4,6 +4,7 @@ import IDPServer
 import Logging
 import OIDCProvider
 import ServiceLifecycle
+import UnixSignals
 import StateStore
 import Tailnet
 
@@ -133,6 +134,9 @@ struct Runner {
                     logger: logger))
         }
         services.append(SweepService(provider: provider, logger: logger))
+        if let path = configuration.devIdentitiesPath {
+            services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
+        }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -161,6 +165,29 @@ struct Runner {
         }
         lines.append("")
         return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// `--dev`: SIGHUP reloads the identities file, so a test or a developer can change a profile,
+/// a grant, or remove a device while tsidp runs. A file with mistakes is reported and ignored.
+struct IdentityReloadService: Service {
+    let path: String
+    let tailnet: SimulatedTailnet
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await withGracefulShutdownHandler {
+            for await _ in signals.cancelOnGracefulShutdown() {
+                do {
+                    let identities = try DevIdentities.load(path: path)
+                    tailnet.setIdentities(identities)
+                    logger.info("reloaded dev identities", metadata: ["count": "\(identities.count)"])
+                } catch {
+                    logger.error("dev identities not reloaded; keeping the previous ones", metadata: ["error": "\(error)"])
+                }
+            }
+        } onGracefulShutdown: {}
     }
 }
 
