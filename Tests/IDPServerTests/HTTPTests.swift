@@ -107,6 +107,22 @@ struct OAuthHTTPTests {
         }
     }
 
+    @Test("a guide's \"Client ID: unused\" ends on a page that says what to do")
+    func unusedClient() async throws {
+        try await Harness.run { (_: Harness, client: any TestClientProtocol) async throws in
+            for path in [
+                "/authorize?client_id=unused&redirect_uri=https%3A%2F%2Fpve.example.com%3A8006&response_type=code&scope=openid",
+                "/authorize/1002?client_id=unused&redirect_uri=https%3A%2F%2Fpve.example.com%3A8006&response_type=code&scope=openid",
+            ] {
+                let response = try await client.execute(uri: path, method: .get)
+                #expect(response.status == .badRequest)
+                #expect(response.headers[.location] == nil)
+                #expect(response.text.contains("--allow-insecure-registration"))
+                #expect(response.text.contains("/clients/new"))
+            }
+        }
+    }
+
     @Test("/authorize over Funnel is refused")
     func funnel() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
