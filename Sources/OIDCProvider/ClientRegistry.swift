@@ -119,13 +119,7 @@ public actor ClientRegistry {
             createdAt: Date())
         client.idTokenSignedResponseAlg = algorithm
         client.accessTokenFormat = registration.accessTokenFormat
-        clients[id] = client
-        do {
-            try await persist()
-        } catch {
-            clients[id] = nil
-            throw error
-        }
+        try await commit(id, client)
         return (client, secret)
     }
 
@@ -134,47 +128,41 @@ public actor ClientRegistry {
         guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
         guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
         for uri in redirectURIs { try RedirectURI.validate(uri) }
-        let previous = client
         client.name = name
         client.redirectURIs = redirectURIs
-        clients[id] = client
-        do {
-            try await persist()
-        } catch {
-            clients[id] = previous
-            throw error
-        }
+        try await commit(id, client)
         return client
     }
 
     /// Replaces a client's secret and returns the new one.
     public func regenerateSecret(_ id: String) async throws -> (client: Client, secret: String) {
         guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
-        let previous = client
         let secret = RandomToken.hex(bytes: 32)
         client.secretHash = Client.hashSecret(secret)
         if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
-        clients[id] = client
-        do {
-            try await persist()
-        } catch {
-            clients[id] = previous
-            throw error
-        }
+        try await commit(id, client)
         return (client, secret)
     }
 
     /// Removes a client; returns whether it existed.
     @discardableResult
     public func delete(_ id: String) async throws -> Bool {
-        guard let previous = clients.removeValue(forKey: id) else { return false }
+        guard clients[id] != nil else { return false }
+        try await commit(id, nil)
+        return true
+    }
+
+    /// Sets (or removes) one client and writes the registry; on a failed write the change is
+    /// undone, unless another change to the same client came in meanwhile.
+    private func commit(_ id: String, _ value: Client?) async throws {
+        let previous = clients[id]
+        clients[id] = value
         do {
             try await persist()
         } catch {
-            clients[id] = previous
+            if clients[id] == value { clients[id] = previous }
             throw error
         }
-        return true
     }
 
     func persist() async throws {

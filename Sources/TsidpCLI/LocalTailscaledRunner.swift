@@ -65,14 +65,7 @@ struct LocalTailscaledRunner {
                     configuration: .init(address: .hostname(address, port: configuration.port), serverName: nil),
                     logger: logger))
         }
-        if let localPort = configuration.localPort {
-            services.append(
-                Application(
-                    router: server.router(for: .local),
-                    configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
-                    logger: logger))
-        }
-        services.append(SweepService(provider: provider, logger: logger))
+        services += Runner.commonServices(server: server, configuration: configuration, logger: logger)
         services.append(CertificateRefreshService(source: certificates, logger: logger))
         logger.info(
             "tsidp is serving", metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])

@@ -126,6 +126,19 @@ struct Runner {
         var app = tailnetApp
         app.beforeServerStarts { await simulatedReady.wait() }
         services.append(app)
+        services += Runner.commonServices(server: server, configuration: configuration, logger: logger)
+        if let path = configuration.devIdentitiesPath {
+            services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
+        }
+        let group = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+    }
+
+    /// What every mode runs besides its tailnet listeners: the `--local-port` listener (the
+    /// operator's door) and the once-a-minute sweep.
+    static func commonServices(server: IDPServer, configuration: Configuration, logger: Logger) -> [any Service] {
+        var services: [any Service] = []
         if let localPort = configuration.localPort {
             services.append(
                 Application(
@@ -133,13 +146,8 @@ struct Runner {
                     configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
                     logger: logger))
         }
-        services.append(SweepService(provider: provider, logger: logger))
-        if let path = configuration.devIdentitiesPath {
-            services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
-        }
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        services.append(SweepService(provider: server.provider, logger: logger))
+        return services
     }
 
     static func devBanner(issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?) -> String {
