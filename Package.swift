@@ -135,6 +135,18 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "TsidpCLITests", dependencies: ["TsidpCLI"], swiftSettings: strict),
+        .testTarget(
+            name: "TsidpCLITests",
+            dependencies: [
+                "TsidpCLI", "Tailnet",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
     ]
 )

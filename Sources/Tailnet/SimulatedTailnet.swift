@@ -20,12 +20,18 @@ public final class SimulatedTailnet: Sendable {
     public let socketPath: String
     /// The name tsidp's own node has on this simulated tailnet.
     public let selfDNSName: String
+    /// The `type=pair` body served by `cert/<selfDNSName>`; without one, the tailnet has HTTPS off.
+    public let certificatePair: String?
     private let identities: Mutex<[WhoIsResponse?]>
 
-    public init(socketPath: String, identities: [WhoIsResponse?], selfDNSName: String = "idp.example-tailnet.ts.net.") {
+    public init(
+        socketPath: String, identities: [WhoIsResponse?], selfDNSName: String = "idp.example-tailnet.ts.net.",
+        certificatePair: String? = nil
+    ) {
         self.socketPath = socketPath
         self.identities = Mutex(identities)
         self.selfDNSName = selfDNSName
+        self.certificatePair = certificatePair
     }
 
     /// Replaces the identities (a node leaving, a profile or grant change).
@@ -81,8 +87,19 @@ public final class SimulatedTailnet: Sendable {
                 selfNode: SelfStatus(
                     id: "nSIMULATED", hostName: String(name.split(separator: ".").first ?? "idp"), dnsName: name,
                     tailscaleIPs: ["127.0.0.1"]),
-                certDomains: [], magicDNSSuffix: "example-tailnet.ts.net")
+                certDomains: self.certificatePair == nil ? [] : [String(name.dropLast())],
+                magicDNSSuffix: "example-tailnet.ts.net")
             return Self.json(status)
+        }
+        router.get("/localapi/v0/cert/:domain") { request, context -> Response in
+            let domain = context.parameters.get("domain") ?? ""
+            guard let pair = self.certificatePair, domain == String(self.selfDNSName.dropLast()) else {
+                return Self.text(.internalServerError, "invalid domain \"\(domain)\"")
+            }
+            guard request.uri.queryParameters.get("type") == "pair" else {
+                return Self.text(.badRequest, "unsupported type")
+            }
+            return Self.text(.ok, pair)
         }
         var logger = logger
         logger[metadataKey: "component"] = "simulated-tailnet"
@@ -96,7 +113,8 @@ public final class SimulatedTailnet: Sendable {
     static func text(_ status: HTTPResponse.Status, _ message: String) -> Response {
         var headers = HTTPFields()
         headers[.contentType] = "text/plain; charset=utf-8"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: message + "\n")))
+        let body = message.hasSuffix("\n") ? message : message + "\n"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
 
     static func json(_ value: some Encodable) -> Response {
