@@ -223,8 +223,7 @@ extension IDPServer {
                     Responses.json(Array(JSONText.object(members).utf8), status: .created, headers: headers),
                     methods: "POST, OPTIONS")
             } catch let error as OAuthError {
-                let mapped = error.code == .invalidRedirectURI || error.code == .invalidClientMetadata ? error : error
-                return Self.withCORS(Responses.error(mapped), methods: "POST, OPTIONS")
+                return Self.withCORS(Responses.error(error), methods: "POST, OPTIONS")
             }
         }
         router.post("/keys/rotate") { request, context -> Response in

@@ -14,8 +14,6 @@ public struct IDPServer: Sendable {
     public struct Options: Sendable {
         /// Dump every request and response, with secrets redacted.
         public var debugAllRequests = false
-        /// Whether the server runs with the simulated tailnet (`--dev`).
-        public var developmentMode = false
         public init() {}
     }
 

@@ -105,7 +105,6 @@ struct Runner {
             logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
-        options.developmentMode = true
         let server = IDPServer(
             provider: provider,
             identity: caller,
