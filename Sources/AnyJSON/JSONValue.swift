@@ -81,7 +81,8 @@ public enum JSONValue: Sendable, Hashable, Codable {
         case .string(let value): return value
         case .array(let values): return "[" + values.map(\.canonicalText).joined(separator: ",") + "]"
         case .object(let members):
-            return "{" + members.keys.sorted().map { "\($0):\(members[$0]!.canonicalText)" }.joined(separator: ",") + "}"
+            return "{" + members.keys.sorted().map { "\($0):\(members[$0]!.canonicalText)" }.joined(separator: ",")
+                + "}"
         }
     }
 }

@@ -17,7 +17,9 @@ struct DebugDumpMiddleware: RouterMiddleware {
         let bodyText = String(decoding: body.readableBytesView, as: UTF8.self)
         let type = (request.headers[.contentType] ?? "").lowercased()
         let shownBody = type.contains("json") ? Redaction.json(bodyText) : Redaction.formEncoded(bodyText)
-        let headers = request.headers.map { "\($0.name.rawName): \(Redaction.header(name: $0.name.rawName, value: $0.value))" }
+        let headers = request.headers.map {
+            "\($0.name.rawName): \(Redaction.header(name: $0.name.rawName, value: $0.value))"
+        }
         logger.info(
             "request",
             metadata: [
@@ -32,10 +34,13 @@ struct DebugDumpMiddleware: RouterMiddleware {
         let isJSON = (response.headers[.contentType] ?? "").contains("json")
         let logger = self.logger
         let status = response.status.code
-        logger.info("response", metadata: ["status": "\(status)", "headers": "\(responseHeaders.joined(separator: "; "))"])
+        logger.info(
+            "response", metadata: ["status": "\(status)", "headers": "\(responseHeaders.joined(separator: "; "))"])
         response.body = response.body.map { buffer in
             let text = String(decoding: buffer.readableBytesView, as: UTF8.self)
-            logger.info("response body", metadata: ["body": "\(isJSON ? Redaction.json(text) : "(\(buffer.readableBytes) bytes)")"])
+            logger.info(
+                "response body",
+                metadata: ["body": "\(isJSON ? Redaction.json(text) : "(\(buffer.readableBytes) bytes)")"])
             return buffer
         }
         return response

@@ -143,7 +143,8 @@ extension IDPServer {
             let id = context.parameters.get("id") ?? ""
             guard let existing = await clients.client(id) else { throw OAuthError(.notFound, "client not found") }
             let uris = RedirectURI.splitLines(try form.single("redirect_uri") ?? "")
-            let client = try await clients.update(id, name: try form.single("name") ?? existing.name, redirectURIs: uris)
+            let client = try await clients.update(
+                id, name: try form.single("name") ?? existing.name, redirectURIs: uris)
             logger.info("client updated", metadata: ["client_id": "\(id)"])
             return Responses.encoded(ClientView(client))
         }
@@ -171,9 +172,11 @@ extension IDPServer {
                 let body = try await Self.readBody(&request, context: context)
                 let registration: RegistrationRequest
                 do {
-                    registration = try JSONDecoder().decode(RegistrationRequest.self, from: Data(body.readableBytesView))
+                    registration = try JSONDecoder().decode(
+                        RegistrationRequest.self, from: Data(body.readableBytesView))
                 } catch {
-                    throw OAuthError(.invalidClientMetadata, "the body is not a valid registration request (RFC 7591 JSON)")
+                    throw OAuthError(
+                        .invalidClientMetadata, "the body is not a valid registration request (RFC 7591 JSON)")
                 }
                 guard let uris = registration.redirectURIs, !uris.isEmpty else {
                     throw OAuthError(.invalidClientMetadata, "redirect_uris is required")

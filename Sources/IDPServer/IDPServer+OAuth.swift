@@ -20,7 +20,8 @@ extension IDPServer {
         router.post("/authorize/:node") { request, context in
             var request = request
             let form = try await Self.readForm(&request, context: context)
-            return try await authorize(request, context: context, form: form, legacyNode: context.parameters.get("node"))
+            return try await authorize(
+                request, context: context, form: form, legacyNode: context.parameters.get("node"))
         }
         router.post("/token") { request, context -> Response in
             var request = request
@@ -138,7 +139,8 @@ extension IDPServer {
         if Self.isFunnel(request) {
             return Responses.html(
                 HTML.errorPage(
-                    OAuthError(.accessDenied, "Signing in is only possible from a device on the tailnet, not over Funnel.")),
+                    OAuthError(
+                        .accessDenied, "Signing in is only possible from a device on the tailnet, not over Funnel.")),
                 status: .unauthorized)
         }
         var parameters: OAuthParameters
@@ -152,25 +154,29 @@ extension IDPServer {
         if let legacyNode {
             guard let node = Int64(legacyNode), node > 0 else {
                 return Responses.html(
-                    HTML.errorPage(OAuthError(.invalidRequest, "The sign-in link names no valid tailnet node.")), status: .badRequest)
+                    HTML.errorPage(OAuthError(.invalidRequest, "The sign-in link names no valid tailnet node.")),
+                    status: .badRequest)
             }
             legacyNodeID = node
         }
         let address = context.peerAddressText
         let identity = self.identity
-        let result = await provider.authorize(parameters, legacyNodeID: legacyNodeID) { () async throws(IdentityFailure) -> UserIdentity in
+        let result = await provider.authorize(parameters, legacyNodeID: legacyNodeID) {
+            () async throws(IdentityFailure) -> UserIdentity in
             try await identity.identify(address: address)
         }
         switch result {
         case .redirect(let location):
             return Responses.redirect(location)
         case .formPost(let action, let fields):
-            var response = Responses.html(HTML.formPost(action: action, fields: fields), csp: HTML.formPostCSP(action: action))
+            var response = Responses.html(
+                HTML.formPost(action: action, fields: fields), csp: HTML.formPostCSP(action: action))
             response.headers[.cacheControl] = "no-store"
             return response
         case .errorPage(let error):
             return Responses.html(
-                HTML.errorPage(error, hint: Self.hint(for: error)), status: .init(code: error.status == 401 ? 400 : error.status))
+                HTML.errorPage(error, hint: Self.hint(for: error)),
+                status: .init(code: error.status == 401 ? 400 : error.status))
         }
     }
 
@@ -185,7 +191,8 @@ extension IDPServer {
                 node; registering the client is the safer choice.
                 """
         case .invalidRequest where error.message.contains("redirect_uri"):
-            return "The application's redirect URI must exactly match one registered for it, including scheme, port, path and query."
+            return
+                "The application's redirect URI must exactly match one registered for it, including scheme, port, path and query."
         default:
             return nil
         }

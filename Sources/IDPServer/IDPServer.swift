@@ -48,7 +48,8 @@ public struct IDPServer: Sendable {
         addClientRoutes(to: router, listener: listener)
         router.get("/healthz/live") { _, _ in Responses.text("ok\n") }
         router.get("/healthz/ready") { _, _ -> Response in
-            await readiness() ? Responses.text("ok\n") : Responses.text("identity service unreachable\n", status: .serviceUnavailable)
+            await readiness()
+                ? Responses.text("ok\n") : Responses.text("identity service unreachable\n", status: .serviceUnavailable)
         }
         return router
     }
@@ -113,7 +114,8 @@ public struct IDPServer: Sendable {
         do {
             return try await request.collectBody(upTo: context.maxUploadSize)
         } catch {
-            throw OAuthError(.invalidRequest, "the request body is larger than \(context.maxUploadSize / 1024) KiB", status: 413)
+            throw OAuthError(
+                .invalidRequest, "the request body is larger than \(context.maxUploadSize / 1024) KiB", status: 413)
         }
     }
 

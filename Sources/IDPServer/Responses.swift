@@ -57,7 +57,8 @@ enum Responses {
 
 /// Small HTML pages: errors and the `form_post` response. Every value is escaped.
 enum HTML {
-    static let defaultCSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    static let defaultCSP =
+        "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
     static func escape(_ text: String) -> String {
         var out = ""
@@ -101,11 +102,13 @@ enum HTML {
     /// may only post to the relying party's origin.
     static func formPostCSP(action: String) -> String {
         let hash = Data(SHA256Digest.of(formPostScript)).base64EncodedString()
-        return "default-src 'none'; script-src 'sha256-\(hash)'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action \(originOf(action) ?? "'none'")"
+        return
+            "default-src 'none'; script-src 'sha256-\(hash)'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action \(originOf(action) ?? "'none'")"
     }
 
     static func originOf(_ url: String) -> String? {
-        guard let components = URLComponents(string: url), let scheme = components.scheme, let host = components.host else {
+        guard let components = URLComponents(string: url), let scheme = components.scheme, let host = components.host
+        else {
             return nil
         }
         let port = components.port.map { ":\($0)" } ?? ""

@@ -34,6 +34,7 @@ public enum RandomToken {
     /// `byteCount` random bytes as lowercase hex, the Go tsidp's format for client IDs and secrets.
     public static func hex(bytes byteCount: Int) -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<byteCount).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return (0..<byteCount).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }
+            .joined()
     }
 }

@@ -31,7 +31,8 @@ public struct Client: Sendable, Equatable, Codable {
 
     public init(
         clientID: String, secretHash: String?, name: String, redirectURIs: [String],
-        tokenEndpointAuthMethod: String = "client_secret_basic", grantTypes: [String] = ["authorization_code", "refresh_token"],
+        tokenEndpointAuthMethod: String = "client_secret_basic",
+        grantTypes: [String] = ["authorization_code", "refresh_token"],
         responseTypes: [String] = ["code"], scope: String = "", clientURI: String = "", logoURI: String = "",
         contacts: [String] = [], applicationType: String = "web", dynamicallyRegistered: Bool = false,
         createdAt: Date = Date()
@@ -117,7 +118,8 @@ public struct Client: Sendable, Equatable, Codable {
             uris = [single]
         }
         redirectURIs = uris
-        grantTypes = try c.decodeIfPresent([String].self, forKey: .grantTypes) ?? ["authorization_code", "refresh_token"]
+        grantTypes =
+            try c.decodeIfPresent([String].self, forKey: .grantTypes) ?? ["authorization_code", "refresh_token"]
         responseTypes = try c.decodeIfPresent([String].self, forKey: .responseTypes) ?? ["code"]
         scope = try c.decodeIfPresent(String.self, forKey: .scope) ?? ""
         clientURI = try c.decodeIfPresent(String.self, forKey: .clientURI) ?? ""
@@ -125,7 +127,8 @@ public struct Client: Sendable, Equatable, Codable {
         contacts = try c.decodeIfPresent([String].self, forKey: .contacts) ?? []
         applicationType = try c.decodeIfPresent(String.self, forKey: .applicationType) ?? "web"
         dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
-        idTokenSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
+        idTokenSignedResponseAlg =
+            try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
         accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? "opaque"
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
@@ -152,7 +155,9 @@ public struct Client: Sendable, Equatable, Codable {
         try c.encode(applicationType, forKey: .applicationType)
         try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
         try c.encode(RFC3339.format(createdAt), forKey: .createdAt)
-        if idTokenSignedResponseAlg != .rs256 { try c.encode(idTokenSignedResponseAlg, forKey: .idTokenSignedResponseAlg) }
+        if idTokenSignedResponseAlg != .rs256 {
+            try c.encode(idTokenSignedResponseAlg, forKey: .idTokenSignedResponseAlg)
+        }
         if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
     }
 }
@@ -168,7 +173,9 @@ public enum RFC3339 {
         let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         if let date = try? Date(text, strategy: fractional) { return date }
         // Go writes offsets such as +02:00 and up to nanosecond fractions; trim the fraction.
-        if let dot = text.firstIndex(of: "."), let end = text[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" }) {
+        if let dot = text.firstIndex(of: "."),
+            let end = text[dot...].firstIndex(where: { $0 == "Z" || $0 == "+" || $0 == "-" })
+        {
             let trimmed = String(text[..<dot]) + String(text[end...])
             return try? Date(trimmed, strategy: .iso8601)
         }

@@ -42,8 +42,9 @@ public actor ClientRegistry {
                 clients[client.clientID] = client
             }
             // A Go tsidp file holds plaintext secrets; rewrite it with digests only.
-            if let text = String(data: data, encoding: .utf8), text.contains("\"client_secret\" : \"")
-                || text.range(of: #""client_secret":\s*"[^"]+""#, options: .regularExpression) != nil
+            if let text = String(data: data, encoding: .utf8),
+                text.contains("\"client_secret\" : \"")
+                    || text.range(of: #""client_secret":\s*"[^"]+""#, options: .regularExpression) != nil
             {
                 needsRewrite = true
             }

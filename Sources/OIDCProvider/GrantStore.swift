@@ -114,7 +114,8 @@ final class GrantStore: Sendable {
         var jti: String
 
         enum CodingKeys: String, CodingKey {
-            case familyID = "f", scopes = "s", resources = "r", audience = "a", expiresAt = "e", issuedAt = "i", jti = "j"
+            case familyID = "f", scopes = "s", resources = "r", audience = "a", expiresAt = "e", issuedAt = "i", jti =
+                "j"
         }
     }
 
@@ -203,7 +204,9 @@ final class GrantStore: Sendable {
                 if let family = entry.mintedFamily {
                     revoked = Self.revokeFamily(family, in: &state)
                 }
-                if let access = entry.mintedAccessToken, state.access.removeValue(forKey: access) != nil { revoked = true }
+                if let access = entry.mintedAccessToken, state.access.removeValue(forKey: access) != nil {
+                    revoked = true
+                }
                 entry.mintedFamily = nil
                 entry.mintedAccessToken = nil
                 state.codes[key] = entry
@@ -336,7 +339,8 @@ final class GrantStore: Sendable {
     func family(ofRefreshToken token: String) -> (id: String, family: Family)? {
         let key = Self.hash(token)
         return state.withLock { state in
-            guard let id = state.refreshIndex[key], let family = state.families[id], family.currentTokenHash == key else {
+            guard let id = state.refreshIndex[key], let family = state.families[id], family.currentTokenHash == key
+            else {
                 return nil
             }
             return (id, family)

@@ -91,7 +91,8 @@ public final class KeyRing: Sendable {
             changed = true
         }
         for algorithm in SigningAlgorithm.allCases {
-            for status in [Status.current, .next] where !entries.contains(where: { $0.key.algorithm == algorithm && $0.status == status }) {
+            for status in [Status.current, .next]
+            where !entries.contains(where: { $0.key.algorithm == algorithm && $0.status == status }) {
                 entries.append(Entry(key: try SigningKey.generate(algorithm), status: status, since: now))
                 changed = true
             }
@@ -132,7 +133,9 @@ public final class KeyRing: Sendable {
     @discardableResult
     public func maintain(now: Date = Date()) async throws -> Bool {
         let entries = state.withLock { $0.entries }
-        let due = entries.contains { $0.status == .current && $0.since.addingTimeInterval(policy.rotationInterval) <= now }
+        let due = entries.contains {
+            $0.status == .current && $0.since.addingTimeInterval(policy.rotationInterval) <= now
+        }
         let expired = entries.contains { $0.status == .previous && ($0.retireAt ?? .distantFuture) <= now }
         guard due || expired else { return false }
         try await update { entries in
@@ -190,7 +193,9 @@ public final class KeyRing: Sendable {
     func persist(_ entries: [Entry]) async throws {
         guard let writer else { return }
         let stored = entries.map {
-            StoredEntry(kid: $0.key.kid, alg: $0.key.algorithm, key: $0.key.privateText, status: $0.status, since: $0.since, retireAt: $0.retireAt)
+            StoredEntry(
+                kid: $0.key.kid, alg: $0.key.algorithm, key: $0.key.privateText, status: $0.status, since: $0.since,
+                retireAt: $0.retireAt)
         }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
@@ -209,7 +214,9 @@ public final class KeyRing: Sendable {
         do {
             stored = try decoder.decode([StoredEntry].self, from: data)
         } catch {
-            throw KeyFileError("\(ringKey) in \(source) is damaged; restore it from a backup (removing it re-imports \(stateKey) and loses the other keys)")
+            throw KeyFileError(
+                "\(ringKey) in \(source) is damaged; restore it from a backup (removing it re-imports \(stateKey) and loses the other keys)"
+            )
         }
         return try stored.map { item in
             do {

@@ -51,7 +51,10 @@ extension Provider {
             } else {
                 guard let found = await clients.client(id) else {
                     return .errorPage(
-                        OAuthError(.invalidClient, "No client with ID \(Self.clip(id)) is registered with this identity provider.", status: 400))
+                        OAuthError(
+                            .invalidClient,
+                            "No client with ID \(Self.clip(id)) is registered with this identity provider.", status: 400
+                        ))
                 }
                 client = found
             }
@@ -119,7 +122,8 @@ extension Provider {
                     return fail(OAuthError(.invalidRequest, "code_challenge_method must be S256 or plain"))
                 }
                 guard PKCE.isWellFormed(value) else {
-                    return fail(OAuthError(.invalidRequest, "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"))
+                    return fail(
+                        OAuthError(.invalidRequest, "code_challenge must be 43 to 128 characters of [A-Za-z0-9-._~]"))
                 }
                 challenge = value
                 method = parsed
@@ -166,7 +170,8 @@ extension Provider {
                 return fail(OAuthError(.accessDenied, "tagged devices have no user identity and cannot log in"))
             }
             if let hintSubject, hintSubject != IDToken.subject(identity), prompts.contains("none") {
-                return fail(OAuthError(.loginRequired, "the device belongs to a different user than id_token_hint names"))
+                return fail(
+                    OAuthError(.loginRequired, "the device belongs to a different user than id_token_hint names"))
             }
             if !resources.isEmpty {
                 let rules: [CapabilityRule]

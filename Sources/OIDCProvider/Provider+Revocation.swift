@@ -55,14 +55,23 @@ extension Provider {
                     entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
                 else { return inactive }
                 return TokenResponse(
-                    status: 200, body: Array(introspection(entry.grant, audience: entry.audience, issuedAt: entry.issuedAt, expiresAt: entry.expiresAt, jti: entry.jti, actor: entry.actor, tokenType: "Bearer").utf8),
+                    status: 200,
+                    body: Array(
+                        introspection(
+                            entry.grant, audience: entry.audience, issuedAt: entry.issuedAt, expiresAt: entry.expiresAt,
+                            jti: entry.jti, actor: entry.actor, tokenType: "Bearer"
+                        ).utf8),
                     wwwAuthenticate: nil)
             }
             if let (_, family) = grants.family(ofRefreshToken: token) {
                 guard family.expiresAt > current, family.grant.clientID == client.clientID else { return inactive }
                 return TokenResponse(
                     status: 200,
-                    body: Array(introspection(family.grant, audience: [family.grant.clientID], issuedAt: nil, expiresAt: family.expiresAt, jti: nil, actor: nil, tokenType: "refresh_token").utf8),
+                    body: Array(
+                        introspection(
+                            family.grant, audience: [family.grant.clientID], issuedAt: nil, expiresAt: family.expiresAt,
+                            jti: nil, actor: nil, tokenType: "refresh_token"
+                        ).utf8),
                     wwwAuthenticate: nil)
             }
             return inactive
@@ -74,7 +83,8 @@ extension Provider {
     }
 
     private func introspection(
-        _ grant: AuthorizationGrant, audience: [String], issuedAt: Date?, expiresAt: Date, jti: String?, actor: ActorClaim?,
+        _ grant: AuthorizationGrant, audience: [String], issuedAt: Date?, expiresAt: Date, jti: String?,
+        actor: ActorClaim?,
         tokenType: String
     ) -> String {
         var members: [(String, JSONValue)] = [
@@ -98,7 +108,9 @@ extension Provider {
         }
         if grant.scopes.contains(Scope.profile) {
             members.append(("preferred_username", .string(grant.identity.username)))
-            if !grant.identity.profilePicURL.isEmpty { members.append(("picture", .string(grant.identity.profilePicURL))) }
+            if !grant.identity.profilePicURL.isEmpty {
+                members.append(("picture", .string(grant.identity.profilePicURL)))
+            }
         }
         if let actor { members.append(("act", ActorClaim.json(actor))) }
         return JSONText.object(members)

@@ -76,7 +76,8 @@ extension Provider {
                 if configuration.allowInsecureRegistration, let code = try form.single("code"),
                     let pending = grants.peekCode(code), let node = pending.boundNodeID
                 {
-                    let client = try await legacyClient(pending, node: node, credentials: credentials, callerNodeID: callerNodeID)
+                    let client = try await legacyClient(
+                        pending, node: node, credentials: credentials, callerNodeID: callerNodeID)
                     return try await redeemCode(form, client: client)
                 }
                 let client = try await authenticate(credentials)
@@ -85,14 +86,16 @@ extension Provider {
                 if configuration.allowInsecureRegistration, let token = try form.single("refresh_token"),
                     let family = grants.peekFamily(token), let node = family.boundNodeID
                 {
-                    let client = try await legacyClient(family, node: node, credentials: credentials, callerNodeID: callerNodeID)
+                    let client = try await legacyClient(
+                        family, node: node, credentials: credentials, callerNodeID: callerNodeID)
                     return try await refresh(form, client: client)
                 }
                 let client = try await authenticate(credentials)
                 return try await refresh(form, client: client)
             case TokenType.grantType:
                 guard configuration.enableTokenExchange else {
-                    throw OAuthError(.unsupportedGrantType, "token exchange is not enabled (start tsidp with --enable-sts)")
+                    throw OAuthError(
+                        .unsupportedGrantType, "token exchange is not enabled (start tsidp with --enable-sts)")
                 }
                 let client = try await authenticate(credentials)
                 return try await exchange(form, client: client)
@@ -169,7 +172,8 @@ extension Provider {
                 throw OAuthError(.invalidGrant, "code_verifier does not match the code_challenge")
             }
         } else if verifier != nil {
-            throw OAuthError(.invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
+            throw OAuthError(
+                .invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
         }
         grant.resources = try tokenResources(form, grant: grant)
         let response = try issue(grant: grant, client: client, issuedAt: current, code: code, familyID: nil)
@@ -251,7 +255,9 @@ extension Provider {
         if let requested { issued.scopes = requested }
         let next = RandomToken.make(bytes: 32)
         let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
-        switch grants.rotate(presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID, grant: grant) {
+        switch grants.rotate(
+            presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID, grant: grant)
+        {
         case .valid: break
         case .reused:
             try await persist()
@@ -259,7 +265,8 @@ extension Provider {
         default:
             throw OAuthError(.invalidGrant, "the refresh token is invalid")
         }
-        let response = try issue(grant: issued, client: client, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
+        let response = try issue(
+            grant: issued, client: client, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
         try await persist()
         return response
     }
@@ -281,7 +288,8 @@ extension Provider {
         }
         var idToken: String?
         if grant.scopes.contains(Scope.openid) {
-            let payload = try idTokenPayload(grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
+            let payload = try idTokenPayload(
+                grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
             idToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).sign(payload: payload)
         }
         let refreshToken = existingRefresh ?? RandomToken.make(bytes: 32)
@@ -311,7 +319,9 @@ extension Provider {
 
 extension Provider {
     /// RFC 9068 claims of a JWT access token.
-    func accessTokenPayload(grant: AuthorizationGrant, issuedAt: Date, jti: String, actor: ActorClaim?, audience: [String]? = nil) -> String {
+    func accessTokenPayload(
+        grant: AuthorizationGrant, issuedAt: Date, jti: String, actor: ActorClaim?, audience: [String]? = nil
+    ) -> String {
         let iat = Int64(issuedAt.timeIntervalSince1970)
         let audiences = audience ?? (grant.resources.isEmpty ? [grant.clientID] : grant.resources)
         var members: [(String, JSONValue)] = [

@@ -93,7 +93,8 @@ extension Provider {
         _ = grants.storeAccessToken(
             token,
             entry: .init(
-                grant: grant, audience: allowed, expiresAt: current.addingTimeInterval(configuration.accessTokenLifetime),
+                grant: grant, audience: allowed,
+                expiresAt: current.addingTimeInterval(configuration.accessTokenLifetime),
                 issuedAt: current, familyID: nil, jti: jti, actor: actor))
         try await persist()
         let members: [(String, JSONValue)] = [

@@ -26,7 +26,8 @@ extension Provider {
             return Self.bearerFailure(OAuthError(.insufficientScope, "the access token was not issued for openid"))
         }
         do {
-            return UserInfoResponse(status: 200, body: Array(try userInfoPayload(entry.grant).utf8), wwwAuthenticate: nil)
+            return UserInfoResponse(
+                status: 200, body: Array(try userInfoPayload(entry.grant).utf8), wwwAuthenticate: nil)
         } catch let error as OAuthError {
             return UserInfoResponse(status: error.status, body: error.jsonBody, wwwAuthenticate: nil)
         } catch {

@@ -150,35 +150,43 @@ struct Discovery: Sendable {
         withoutRegistration = Self.build(issuer: issuer, registration: false, tokenExchange: tokenExchange)
     }
 
-    static func build(issuer: String, registration: Bool, tokenExchange: Bool, authorizationEndpoint: String? = nil) -> [UInt8] {
-            var members: [(String, JSONValue)] = [
-                ("issuer", .string(issuer)),
-                ("authorization_endpoint", .string(authorizationEndpoint ?? issuer + "/authorize")),
-                ("token_endpoint", .string(issuer + "/token")),
-                ("userinfo_endpoint", .string(issuer + "/userinfo")),
-                ("jwks_uri", .string(issuer + "/.well-known/jwks.json")),
-                ("revocation_endpoint", .string(issuer + "/revoke")),
-                ("introspection_endpoint", .string(issuer + "/introspect")),
-            ]
-            if registration { members.append(("registration_endpoint", .string(issuer + "/register"))) }
-            let strings: ([String]) -> JSONValue = { .array($0.map(JSONValue.string)) }
-            members += [
-                ("scopes_supported", strings(Scope.standard)),
-                ("response_types_supported", strings(["code"])),
-                ("response_modes_supported", strings(["query", "form_post"])),
-                ("grant_types_supported", strings(["authorization_code", "refresh_token"] + (tokenExchange ? [TokenType.grantType] : []))),
-                ("subject_types_supported", strings(["public"])),
-                ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
-                ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
-                ("revocation_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
-                ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
-                ("code_challenge_methods_supported", strings(["S256", "plain"])),
-                ("claims_supported", strings(IDToken.supportedClaims)),
-                ("claims_parameter_supported", .bool(false)),
-                ("request_parameter_supported", .bool(false)),
-                ("request_uri_parameter_supported", .bool(false)),
-                ("authorization_response_iss_parameter_supported", .bool(true)),
-            ]
-            return Array(JSONText.object(members).utf8)
+    static func build(issuer: String, registration: Bool, tokenExchange: Bool, authorizationEndpoint: String? = nil)
+        -> [UInt8]
+    {
+        var members: [(String, JSONValue)] = [
+            ("issuer", .string(issuer)),
+            ("authorization_endpoint", .string(authorizationEndpoint ?? issuer + "/authorize")),
+            ("token_endpoint", .string(issuer + "/token")),
+            ("userinfo_endpoint", .string(issuer + "/userinfo")),
+            ("jwks_uri", .string(issuer + "/.well-known/jwks.json")),
+            ("revocation_endpoint", .string(issuer + "/revoke")),
+            ("introspection_endpoint", .string(issuer + "/introspect")),
+        ]
+        if registration { members.append(("registration_endpoint", .string(issuer + "/register"))) }
+        let strings: ([String]) -> JSONValue = { .array($0.map(JSONValue.string)) }
+        members += [
+            ("scopes_supported", strings(Scope.standard)),
+            ("response_types_supported", strings(["code"])),
+            ("response_modes_supported", strings(["query", "form_post"])),
+            (
+                "grant_types_supported",
+                strings(["authorization_code", "refresh_token"] + (tokenExchange ? [TokenType.grantType] : []))
+            ),
+            ("subject_types_supported", strings(["public"])),
+            ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
+            ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
+            (
+                "revocation_endpoint_auth_methods_supported",
+                strings(["client_secret_basic", "client_secret_post", "none"])
+            ),
+            ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
+            ("code_challenge_methods_supported", strings(["S256", "plain"])),
+            ("claims_supported", strings(IDToken.supportedClaims)),
+            ("claims_parameter_supported", .bool(false)),
+            ("request_parameter_supported", .bool(false)),
+            ("request_uri_parameter_supported", .bool(false)),
+            ("authorization_response_iss_parameter_supported", .bool(true)),
+        ]
+        return Array(JSONText.object(members).utf8)
     }
 }

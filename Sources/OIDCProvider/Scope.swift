@@ -21,6 +21,8 @@ public enum Scope {
     /// Whether `value` is a syntactically valid scope token (RFC 6749 §3.3).
     public static func isValidToken(_ value: String) -> Bool {
         !value.isEmpty
-            && value.unicodeScalars.allSatisfy { $0.value == 0x21 || (0x23...0x5B).contains($0.value) || (0x5D...0x7E).contains($0.value) }
+            && value.unicodeScalars.allSatisfy {
+                $0.value == 0x21 || (0x23...0x5B).contains($0.value) || (0x5D...0x7E).contains($0.value)
+            }
     }
 }

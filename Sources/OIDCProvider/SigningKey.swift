@@ -38,7 +38,8 @@ public struct SigningKey: Sendable {
             let primitives = try key.publicKey.getKeyPrimitives()
             jwk = [
                 ("kty", .string("RSA")), ("alg", .string("RS256")), ("use", .string("sig")), ("kid", .string(kid)),
-                ("n", .string(Base64URL.encode(primitives.modulus))), ("e", .string(Base64URL.encode(primitives.publicExponent))),
+                ("n", .string(Base64URL.encode(primitives.modulus))),
+                ("e", .string(Base64URL.encode(primitives.publicExponent))),
             ]
         case .p256(let key):
             algorithm = .es256
@@ -60,7 +61,8 @@ public struct SigningKey: Sendable {
     }
 
     private static func header(algorithm: SigningAlgorithm, kid: String, type: String) -> String {
-        Base64URL.encode(Data("{\"alg\":\"\(algorithm.rawValue)\",\"kid\":\(JSONText.quote(kid)),\"typ\":\"\(type)\"}".utf8))
+        Base64URL.encode(
+            Data("{\"alg\":\"\(algorithm.rawValue)\",\"kid\":\(JSONText.quote(kid)),\"typ\":\"\(type)\"}".utf8))
     }
 
     /// An RS256 key from an RSA private key (the Go tsidp's key file).

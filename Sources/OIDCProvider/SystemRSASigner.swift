@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// RS256 signing through the system's OpenSSL `libcrypto`, loaded at run time when present.
@@ -15,19 +15,22 @@ import Darwin
 final class SystemRSASigner: @unchecked Sendable {
     private typealias BIONewMemBuf = @convention(c) (UnsafeRawPointer?, Int32) -> OpaquePointer?
     private typealias BIOFree = @convention(c) (OpaquePointer?) -> Int32
-    private typealias PEMReadPrivateKey = @convention(c) (
-        OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, UnsafeRawPointer?, UnsafeMutableRawPointer?
-    ) -> OpaquePointer?
+    private typealias PEMReadPrivateKey =
+        @convention(c) (
+            OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, UnsafeRawPointer?, UnsafeMutableRawPointer?
+        ) -> OpaquePointer?
     private typealias PKeyFree = @convention(c) (OpaquePointer?) -> Void
     private typealias MDCtxNew = @convention(c) () -> OpaquePointer?
     private typealias MDCtxFree = @convention(c) (OpaquePointer?) -> Void
     private typealias SHA256 = @convention(c) () -> OpaquePointer?
-    private typealias DigestSignInit = @convention(c) (
-        OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, OpaquePointer?, OpaquePointer?, OpaquePointer?
-    ) -> Int32
-    private typealias DigestSign = @convention(c) (
-        OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Int>?, UnsafePointer<UInt8>?, Int
-    ) -> Int32
+    private typealias DigestSignInit =
+        @convention(c) (
+            OpaquePointer?, UnsafeMutablePointer<OpaquePointer?>?, OpaquePointer?, OpaquePointer?, OpaquePointer?
+        ) -> Int32
+    private typealias DigestSign =
+        @convention(c) (
+            OpaquePointer?, UnsafeMutablePointer<UInt8>?, UnsafeMutablePointer<Int>?, UnsafePointer<UInt8>?, Int
+        ) -> Int32
 
     /// The functions of a loaded `libcrypto`.
     private struct Library: @unchecked Sendable {

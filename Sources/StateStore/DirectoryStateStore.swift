@@ -1,11 +1,11 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A state store that keeps one file per key in a directory, as the Go tsidp does
@@ -34,7 +34,8 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
                 try FileManager.default.createDirectory(
                     at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
             } catch {
-                throw StateStoreError(.configuration, "cannot create state directory \(url.path): \(Self.reason(error))")
+                throw StateStoreError(
+                    .configuration, "cannot create state directory \(url.path): \(Self.reason(error))")
             }
         }
         if chmod(url.path, 0o700) != 0 {
@@ -91,7 +92,8 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
         return names.filter { (try? StateKey.validate($0)) != nil && !$0.contains(".tmp-") }.filter {
             var isDir: ObjCBool = false
-            return FileManager.default.fileExists(atPath: directory.appendingPathComponent($0).path, isDirectory: &isDir)
+            return FileManager.default.fileExists(
+                atPath: directory.appendingPathComponent($0).path, isDirectory: &isDir)
                 && !isDir.boolValue
         }.sorted()
     }
@@ -155,10 +157,10 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
 @inline(__always)
 private func Glibc_write(_ fd: Int32, _ buf: UnsafeRawPointer, _ count: Int) -> Int {
     #if canImport(Darwin)
-    return Darwin.write(fd, buf, count)
+        return Darwin.write(fd, buf, count)
     #elseif canImport(Musl)
-    return Musl.write(fd, buf, count)
+        return Musl.write(fd, buf, count)
     #else
-    return Glibc.write(fd, buf, count)
+        return Glibc.write(fd, buf, count)
     #endif
 }

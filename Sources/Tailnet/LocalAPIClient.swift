@@ -47,7 +47,8 @@ public struct LocalAPIClient: Sendable {
     public func certPair(domain: String) async throws -> CertPair {
         let name = domain.hasSuffix(".") ? String(domain.dropLast()) : domain
         let escaped = name.addingPercentEncoding(withAllowedCharacters: .urlPathAllowed) ?? name
-        let body = try await get("/localapi/v0/cert/\(escaped)?type=pair&min_validity=0s", notFoundIsPeerNotFound: false)
+        let body = try await get(
+            "/localapi/v0/cert/\(escaped)?type=pair&min_validity=0s", notFoundIsPeerNotFound: false)
         return try CertPair(pairBody: body)
     }
 

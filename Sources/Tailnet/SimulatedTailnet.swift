@@ -49,7 +49,8 @@ public final class SimulatedTailnet: Sendable {
         guard let ip = Self.hostPart(of: address) else { return nil }
         let all = currentIdentities
         guard !all.isEmpty else { return nil }
-        for identity in all.compactMap({ $0 }) where identity.node.addresses.contains(where: { Self.parsePrefixAddress($0) == ip }) {
+        for identity in all.compactMap({ $0 })
+        where identity.node.addresses.contains(where: { Self.parsePrefixAddress($0) == ip }) {
             return identity
         }
         if let octets = Self.ipv4Octets(ip), octets[0] == 127 {
@@ -64,7 +65,9 @@ public final class SimulatedTailnet: Sendable {
     }
 
     /// The HTTP application serving the LocalAPI on ``socketPath``.
-    public func application(logger: Logger, onRunning: @escaping @Sendable () async -> Void = {}) -> some ApplicationProtocol {
+    public func application(logger: Logger, onRunning: @escaping @Sendable () async -> Void = {})
+        -> some ApplicationProtocol
+    {
         let router = Router()
         router.middlewares.add(LocalAPIGuard())
         router.get("/localapi/v0/whois") { request, _ -> Response in
@@ -154,7 +157,9 @@ public final class SimulatedTailnet: Sendable {
         guard parts.count == 4 else { return nil }
         var octets: [UInt8] = []
         for part in parts {
-            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isNumber), let value = UInt8(part) else { return nil }
+            guard !part.isEmpty, part.count <= 3, part.allSatisfy(\.isNumber), let value = UInt8(part) else {
+                return nil
+            }
             octets.append(value)
         }
         return octets

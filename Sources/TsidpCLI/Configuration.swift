@@ -118,7 +118,8 @@ public struct Configuration: Sendable, Equatable {
     /// Features that are parsed but not built yet, as a one-line refusal.
     public var unsupportedFeature: String? {
         if mode == .embedded {
-            return "the embedded node (the default mode) is not yet supported: use --use-local-tailscaled with the host's tailscaled, or --dev"
+            return
+                "the embedded node (the default mode) is not yet supported: use --use-local-tailscaled with the host's tailscaled, or --dev"
         }
         if funnel { return "--funnel is not yet supported" }
         if let state, state.hasPrefix("kube:") { return "--state=kube:<secret> is not yet supported" }

@@ -26,13 +26,16 @@ struct LocalTailscaledRunner {
             throw UsageError("cannot ask tailscaled at \(configuration.socketPath) for its status: \(error)")
         }
         guard status.backendState == "Running" else {
-            throw UsageError("tailscaled is \(status.backendState.isEmpty ? "not running" : status.backendState); run `tailscale up` first")
+            throw UsageError(
+                "tailscaled is \(status.backendState.isEmpty ? "not running" : status.backendState); run `tailscale up` first"
+            )
         }
         guard let dnsName = status.selfDNSName, !dnsName.isEmpty else {
             throw UsageError("tailscaled reports no MagicDNS name for this node; enable MagicDNS for the tailnet")
         }
         guard !status.certDomains.isEmpty else {
-            throw UsageError("HTTPS certificates are not enabled for this tailnet; turn them on in the admin console (DNS page)")
+            throw UsageError(
+                "HTTPS certificates are not enabled for this tailnet; turn them on in the admin console (DNS page)")
         }
         guard !status.tailscaleIPs.isEmpty else {
             throw UsageError("tailscaled reports no Tailscale addresses for this node")
@@ -40,7 +43,8 @@ struct LocalTailscaledRunner {
         let certificates = try await CertificateSource.load(localAPI: localAPI, domain: dnsName)
 
         guard let stateDirectory = configuration.stateDirectory else {
-            throw UsageError("--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
+            throw UsageError(
+                "--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
         }
         let store = try Runner.openStore(stateDirectory)
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
@@ -68,7 +72,8 @@ struct LocalTailscaledRunner {
         services += Runner.commonServices(server: server, configuration: configuration, logger: logger)
         services.append(CertificateRefreshService(source: certificates, logger: logger))
         logger.info(
-            "tsidp is serving", metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
+            "tsidp is serving",
+            metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
@@ -93,7 +98,8 @@ final class CertificateSource: Sendable {
     }
 
     static func load(localAPI: LocalAPIClient, domain: String) async throws -> CertificateSource {
-        CertificateSource(localAPI: localAPI, domain: domain, material: try await fetch(localAPI: localAPI, domain: domain))
+        CertificateSource(
+            localAPI: localAPI, domain: domain, material: try await fetch(localAPI: localAPI, domain: domain))
     }
 
     static func fetch(localAPI: LocalAPIClient, domain: String) async throws -> Material {
@@ -155,7 +161,8 @@ struct CertificateRefreshService: Service {
                 try await source.refresh()
                 logger.info("TLS certificate refreshed", metadata: ["domain": "\(source.domain)"])
             } catch {
-                logger.warning("TLS certificate refresh failed; keeping the current one", metadata: ["error": "\(error)"])
+                logger.warning(
+                    "TLS certificate refresh failed; keeping the current one", metadata: ["error": "\(error)"])
             }
         }
     }

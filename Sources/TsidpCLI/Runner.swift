@@ -4,9 +4,9 @@ import IDPServer
 import Logging
 import OIDCProvider
 import ServiceLifecycle
-import UnixSignals
 import StateStore
 import Tailnet
+import UnixSignals
 
 /// Builds the provider and its listeners from a ``Configuration`` and runs them until SIGTERM
 /// or SIGINT.
@@ -54,7 +54,8 @@ struct Runner {
         settings.allowInsecureRegistration = options.allowInsecureRegistration
         if options.allowInsecureRegistration {
             logger.warning(
-                "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering")
+                "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering"
+            )
         }
         let provider = Provider(
             configuration: settings, keys: keys, clients: clients,
@@ -86,7 +87,9 @@ struct Runner {
         let store = try Self.openStore(stateDirectory)
 
         // The simulated tailnet's socket lives in a private directory of its own.
-        var template = Array(((NSTemporaryDirectory().hasSuffix("/") ? NSTemporaryDirectory() : NSTemporaryDirectory() + "/") + "tsidp-dev-XXXXXX").utf8CString)
+        var template = Array(
+            ((NSTemporaryDirectory().hasSuffix("/") ? NSTemporaryDirectory() : NSTemporaryDirectory() + "/")
+                + "tsidp-dev-XXXXXX").utf8CString)
         guard let created = mkdtemp(&template) else {
             throw UsageError("cannot create a private directory for the simulated tailnet")
         }
@@ -149,7 +152,9 @@ struct Runner {
         return services
     }
 
-    static func devBanner(issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?) -> String {
+    static func devBanner(issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?)
+        -> String
+    {
         var lines = [
             "",
             "  tsidp --dev: FOR DEVELOPMENT ONLY. No Tailscale; a simulated tailnet answers who each caller is.",
@@ -167,7 +172,9 @@ struct Runner {
                 lines.append("    127.0.0.\(index + 1)  (not on the tailnet)")
                 continue
             }
-            let who = identity.node.isTagged ? "tagged \(identity.node.tags.joined(separator: ","))" : identity.userProfile.loginName
+            let who =
+                identity.node.isTagged
+                ? "tagged \(identity.node.tags.joined(separator: ","))" : identity.userProfile.loginName
             lines.append("    127.0.0.\(index + 1)  \(who) on \(identity.node.name)")
         }
         lines.append("")
@@ -191,10 +198,12 @@ struct IdentityReloadService: Service {
                     tailnet.setIdentities(identities)
                     logger.info("reloaded dev identities", metadata: ["count": "\(identities.count)"])
                 } catch {
-                    logger.error("dev identities not reloaded; keeping the previous ones", metadata: ["error": "\(error)"])
+                    logger.error(
+                        "dev identities not reloaded; keeping the previous ones", metadata: ["error": "\(error)"])
                 }
             }
-        } onGracefulShutdown: {}
+        } onGracefulShutdown: {
+        }
     }
 }
 
@@ -231,7 +240,8 @@ struct SweepService: Service {
             do {
                 try await provider.keys.maintain()
             } catch {
-                logger.error("signing key rotation failed; the current keys stay in use", metadata: ["error": "\(error)"])
+                logger.error(
+                    "signing key rotation failed; the current keys stay in use", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -24,7 +24,9 @@ public struct TsidpCommand: ParsableCommand {
             """,
         version: TsidpVersion.current)
 
-    @Flag(name: .customLong("verbose"), inversion: .prefixedNo, help: "Verbose logging (same as --log debug). (default: false)")
+    @Flag(
+        name: .customLong("verbose"), inversion: .prefixedNo,
+        help: "Verbose logging (same as --log debug). (default: false)")
     public var verbose: Bool?
 
     @Option(name: .customLong("port"), help: "Port to serve on. Env: TSIDP_PORT. (default: 443; 8080 with --dev)")
@@ -32,27 +34,42 @@ public struct TsidpCommand: ParsableCommand {
 
     @Option(
         name: .customLong("local-port"),
-        help: "Also serve plain HTTP on localhost:<port>, with operator rights; -1 turns it off. Env: TSIDP_LOCAL_PORT. (default: -1)")
+        help:
+            "Also serve plain HTTP on localhost:<port>, with operator rights; -1 turns it off. Env: TSIDP_LOCAL_PORT. (default: -1)"
+    )
     public var localPort: Int?
 
     @Flag(
         name: .customLong("use-local-tailscaled"), inversion: .prefixedNo,
-        help: "Use the host's tailscaled (at --socket) instead of an embedded node. Env: TSIDP_USE_LOCAL_TAILSCALED. (default: false)")
+        help:
+            "Use the host's tailscaled (at --socket) instead of an embedded node. Env: TSIDP_USE_LOCAL_TAILSCALED. (default: false)"
+    )
     public var useLocalTailscaled: Bool?
 
-    @Option(name: .customLong("socket"), help: "tailscaled's LocalAPI socket. (default: /var/run/tailscale/tailscaled.sock)")
+    @Option(
+        name: .customLong("socket"), help: "tailscaled's LocalAPI socket. (default: /var/run/tailscale/tailscaled.sock)"
+    )
     public var socket: String?
 
-    @Option(name: .customLong("hostname"), help: "Node name on the tailnet: https://<hostname>.<tailnet>.ts.net. Env: TS_HOSTNAME. (default: idp)")
+    @Option(
+        name: .customLong("hostname"),
+        help: "Node name on the tailnet: https://<hostname>.<tailnet>.ts.net. Env: TS_HOSTNAME. (default: idp)")
     public var hostname: String?
 
-    @Option(name: .customLong("dir"), help: "State directory (keys, clients, node state). Env: TS_STATE_DIR. (default: none; ./tsidp-dev-state with --dev)")
+    @Option(
+        name: .customLong("dir"),
+        help:
+            "State directory (keys, clients, node state). Env: TS_STATE_DIR. (default: none; ./tsidp-dev-state with --dev)"
+    )
     public var dir: String?
 
-    @Option(name: .customLong("state"), help: "State store: a file path or kube:<secret>. Env: TS_STATE. (default: none)")
+    @Option(
+        name: .customLong("state"), help: "State store: a file path or kube:<secret>. Env: TS_STATE. (default: none)")
     public var state: String?
 
-    @Flag(name: .customLong("funnel"), inversion: .prefixedNo, help: "Expose tsidp over Tailscale Funnel. Env: TSIDP_USE_FUNNEL. (default: false)")
+    @Flag(
+        name: .customLong("funnel"), inversion: .prefixedNo,
+        help: "Expose tsidp over Tailscale Funnel. Env: TSIDP_USE_FUNNEL. (default: false)")
     public var funnel: Bool?
 
     @Flag(
@@ -70,7 +87,9 @@ public struct TsidpCommand: ParsableCommand {
 
     @Flag(
         name: .customLong("debug-all-requests"), inversion: .prefixedNo,
-        help: "Log every request and response, with secrets, codes and tokens redacted. Env: TSIDP_DEBUG_ALL_REQUESTS. (default: false)")
+        help:
+            "Log every request and response, with secrets, codes and tokens redacted. Env: TSIDP_DEBUG_ALL_REQUESTS. (default: false)"
+    )
     public var debugAllRequests: Bool?
 
     @Flag(
@@ -80,12 +99,16 @@ public struct TsidpCommand: ParsableCommand {
 
     @Flag(
         name: .customLong("dev"), inversion: .prefixedNo,
-        help: "Development mode: no Tailscale needed; a simulated tailnet on 127.0.0.1, plain HTTP. Not for production. (default: false)")
+        help:
+            "Development mode: no Tailscale needed; a simulated tailnet on 127.0.0.1, plain HTTP. Not for production. (default: false)"
+    )
     public var dev: Bool?
 
     @Option(
         name: .customLong("dev-identities"),
-        help: "With --dev: JSON array of WhoIs documents; identity N answers callers from 127.0.0.N. (default: one built-in user, alice@example.com)")
+        help:
+            "With --dev: JSON array of WhoIs documents; identity N answers callers from 127.0.0.N. (default: one built-in user, alice@example.com)"
+    )
     public var devIdentities: String?
 
     public init() {}

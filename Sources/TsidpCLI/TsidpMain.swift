@@ -3,9 +3,9 @@ import Foundation
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// The `tsidp` program: parses the command line, reports mistakes in one line with status 2,
@@ -62,7 +62,8 @@ public enum TsidpMain {
             if code == .success {
                 return .exit(status: 0, output: TsidpCommand.fullMessage(for: error), toStandardError: false)
             }
-            let message = TsidpCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
+            let message =
+                TsidpCommand.message(for: error).split(separator: "\n").first.map(String.init) ?? "invalid arguments"
             return .exit(status: 2, output: "tsidp: \(message) (see tsidp --help)", toStandardError: true)
         }
         do {

@@ -55,7 +55,8 @@ struct OAuthHTTPTests {
     func authorize() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
             let registered = try await harness.client()
-            let query = "client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&scope=openid%20email&state=abc"
+            let query =
+                "client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&scope=openid%20email&state=abc"
             let get = try await client.execute(uri: "/authorize?\(query)", method: .get)
             #expect(get.status == .found)
             #expect(get.headers[.cacheControl] == "no-store")
@@ -70,10 +71,13 @@ struct OAuthHTTPTests {
             let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
             var tokenHeaders = HTTPFields()
             tokenHeaders[.contentType] = "application/x-www-form-urlencoded"
-            tokenHeaders[.authorization] = "Basic " + Data("\(registered.id):\(registered.secret)".utf8).base64EncodedString()
+            tokenHeaders[.authorization] =
+                "Basic " + Data("\(registered.id):\(registered.secret)".utf8).base64EncodedString()
             let token = try await client.execute(
                 uri: "/token", method: .post, headers: tokenHeaders,
-                body: ByteBuffer(string: "grant_type=authorization_code&code=\(code)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb"))
+                body: ByteBuffer(
+                    string: "grant_type=authorization_code&code=\(code)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb"
+                ))
             #expect(token.status == .ok)
             #expect(token.headers[.cacheControl] == "no-store")
             #expect(token.headers[.accessControlAllowOrigin] == "*")
@@ -85,7 +89,9 @@ struct OAuthHTTPTests {
             #expect(info.status == .ok)
             #expect(info.json["email"] as? String == "alice@example.com")
             let (formHeaders, formBody) = form("access_token=\(access)")
-            #expect(try await client.execute(uri: "/userinfo", method: .post, headers: formHeaders, body: formBody).status == .ok)
+            #expect(
+                try await client.execute(uri: "/userinfo", method: .post, headers: formHeaders, body: formBody).status
+                    == .ok)
         }
     }
 
@@ -93,7 +99,8 @@ struct OAuthHTTPTests {
     func errorPage() async throws {
         try await Harness.run { (_: Harness, client: any TestClientProtocol) async throws in
             let response = try await client.execute(
-                uri: "/authorize?client_id=%3Cscript%3Ealert(1)%3C%2Fscript%3E&redirect_uri=https%3A%2F%2Fevil.example.com&response_type=code",
+                uri:
+                    "/authorize?client_id=%3Cscript%3Ealert(1)%3C%2Fscript%3E&redirect_uri=https%3A%2F%2Fevil.example.com&response_type=code",
                 method: .get)
             #expect(response.status == .badRequest)
             #expect(response.headers[.location] == nil)
@@ -130,7 +137,8 @@ struct OAuthHTTPTests {
             var headers = HTTPFields()
             headers[funnelHeader] = "?1"
             let response = try await client.execute(
-                uri: "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code",
+                uri:
+                    "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code",
                 method: .get, headers: headers)
             #expect(response.status == .unauthorized)
             #expect(response.headers[.location] == nil)
@@ -142,7 +150,8 @@ struct OAuthHTTPTests {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
             let registered = try await harness.client()
             let response = try await client.execute(
-                uri: "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&response_mode=form_post&state=%22%3E%3Cx",
+                uri:
+                    "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&response_mode=form_post&state=%22%3E%3Cx",
                 method: .get)
             #expect(response.status == .ok)
             #expect(response.text.contains("action=\"https://app.example.com/cb\""))
@@ -153,18 +162,21 @@ struct OAuthHTTPTests {
         }
     }
 
-    @Test("bad token requests get JSON errors with no-store", arguments: [
-        ("text/plain", "grant_type=authorization_code", 400, "invalid_request"),
-        ("application/x-www-form-urlencoded", "grant_type=authorization_code&code=%G0", 400, "invalid_request"),
-        ("application/x-www-form-urlencoded", "grant_type=magic", 400, "unsupported_grant_type"),
-        ("application/x-www-form-urlencoded", "", 400, "invalid_request"),
-        ("application/x-www-form-urlencoded", "grant_type=authorization_code&code=x", 401, "invalid_client"),
-    ])
+    @Test(
+        "bad token requests get JSON errors with no-store",
+        arguments: [
+            ("text/plain", "grant_type=authorization_code", 400, "invalid_request"),
+            ("application/x-www-form-urlencoded", "grant_type=authorization_code&code=%G0", 400, "invalid_request"),
+            ("application/x-www-form-urlencoded", "grant_type=magic", 400, "unsupported_grant_type"),
+            ("application/x-www-form-urlencoded", "", 400, "invalid_request"),
+            ("application/x-www-form-urlencoded", "grant_type=authorization_code&code=x", 401, "invalid_client"),
+        ])
     func badTokenRequests(_ type: String, _ body: String, _ status: Int, _ error: String) async throws {
         try await Harness.run { (_: Harness, client: any TestClientProtocol) async throws in
             var headers = HTTPFields()
             headers[.contentType] = type
-            let response = try await client.execute(uri: "/token", method: .post, headers: headers, body: ByteBuffer(string: body))
+            let response = try await client.execute(
+                uri: "/token", method: .post, headers: headers, body: ByteBuffer(string: body))
             #expect(response.status.code == status)
             #expect(response.json["error"] as? String == error)
             #expect(response.headers[.cacheControl] == "no-store")
@@ -211,19 +223,25 @@ struct ClientsHTTPTests {
     @Test("an admin creates, reads, updates, regenerates and deletes a client")
     func lifecycle() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
-            let (headers, body) = form("name=Grafana&redirect_uri=https%3A%2F%2Fgrafana.example.com%2Fa%0Ahttps%3A%2F%2Fgrafana.example.com%2Fb")
+            let (headers, body) = form(
+                "name=Grafana&redirect_uri=https%3A%2F%2Fgrafana.example.com%2Fa%0Ahttps%3A%2F%2Fgrafana.example.com%2Fb"
+            )
             let created = try await client.execute(uri: "/clients/new", method: .post, headers: headers, body: body)
             #expect(created.status == .ok)
             let id = try #require(created.json["client_id"] as? String)
             let secret = try #require(created.json["client_secret"] as? String)
-            #expect(created.json["redirect_uris"] as? [String] == ["https://grafana.example.com/a", "https://grafana.example.com/b"])
+            #expect(
+                created.json["redirect_uris"] as? [String] == [
+                    "https://grafana.example.com/a", "https://grafana.example.com/b",
+                ])
             let list = try await client.execute(uri: "/clients/", method: .get)
             #expect(!list.text.contains(secret))
             #expect(list.text.contains(id))
             let one = try await client.execute(uri: "/clients/\(id)", method: .get)
             #expect(one.json["client_secret"] == nil)
             let (putHeaders, putBody) = form("name=Grafana2&redirect_uri=https%3A%2F%2Fgrafana.example.com%2Fc")
-            let updated = try await client.execute(uri: "/clients/\(id)", method: .put, headers: putHeaders, body: putBody)
+            let updated = try await client.execute(
+                uri: "/clients/\(id)", method: .put, headers: putHeaders, body: putBody)
             #expect(updated.json["client_name"] as? String == "Grafana2")
             let regenerated = try await client.execute(uri: "/clients/\(id)/regenerate-secret", method: .post)
             let newSecret = try #require(regenerated.json["client_secret"] as? String)
@@ -236,12 +254,14 @@ struct ClientsHTTPTests {
         }
     }
 
-    @Test("bad client input is refused", arguments: [
-        "name=&redirect_uri=https%3A%2F%2Fa.example.com",
-        "name=x",
-        "name=x&redirect_uri=javascript%3Aalert(1)",
-        "name=x&redirect_uri=https%3A%2F%2Fa.example.com%23frag",
-    ])
+    @Test(
+        "bad client input is refused",
+        arguments: [
+            "name=&redirect_uri=https%3A%2F%2Fa.example.com",
+            "name=x",
+            "name=x&redirect_uri=javascript%3Aalert(1)",
+            "name=x&redirect_uri=https%3A%2F%2Fa.example.com%23frag",
+        ])
     func badInput(_ text: String) async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
             let (headers, body) = form(text)
@@ -256,17 +276,22 @@ struct ClientsHTTPTests {
         try await Harness.run(rules: []) { (_: Harness, client: any TestClientProtocol) async throws in
             #expect(try await client.execute(uri: "/clients/", method: .get).status == .forbidden)
             let (headers, body) = form("name=x&redirect_uri=https%3A%2F%2Fa.example.com")
-            #expect(try await client.execute(uri: "/clients/new", method: .post, headers: headers, body: body).status == .forbidden)
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: headers, body: body).status
+                    == .forbidden)
             var json = HTTPFields()
             json[.contentType] = "application/json"
             let registration = try await client.execute(
-                uri: "/register", method: .post, headers: json, body: ByteBuffer(string: #"{"redirect_uris":["https://a.example.com"]}"#))
+                uri: "/register", method: .post, headers: json,
+                body: ByteBuffer(string: #"{"redirect_uris":["https://a.example.com"]}"#))
             #expect(registration.status == .forbidden)
         }
-        try await Harness.run(rules: [], listener: .local) { (_: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(rules: [], listener: .local) {
+            (_: Harness, client: any TestClientProtocol) async throws in
             #expect(try await client.execute(uri: "/clients/", method: .get).status == .ok)
         }
-        try await Harness.run(rules: [.string("not an object")]) { (_: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(rules: [.string("not an object")]) {
+            (_: Harness, client: any TestClientProtocol) async throws in
             #expect(try await client.execute(uri: "/clients/", method: .get).status == .internalServerError)
         }
     }
@@ -277,17 +302,24 @@ struct ClientsHTTPTests {
             let (base, body) = form("name=x&redirect_uri=https%3A%2F%2Fa.example.com")
             var crossSite = base
             crossSite[HTTPField.Name("Sec-Fetch-Site")!] = "cross-site"
-            #expect(try await client.execute(uri: "/clients/new", method: .post, headers: crossSite, body: body).status == .forbidden)
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: crossSite, body: body).status
+                    == .forbidden)
             var evil = base
             evil[.origin] = "https://evil.example.com"
-            #expect(try await client.execute(uri: "/clients/new", method: .post, headers: evil, body: body).status == .forbidden)
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: evil, body: body).status
+                    == .forbidden)
             var same = base
             same[.origin] = "http://localhost:8080"
             same[HTTPField.Name("Sec-Fetch-Site")!] = "same-origin"
-            #expect(try await client.execute(uri: "/clients/new", method: .post, headers: same, body: body).status == .ok)
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: same, body: body).status == .ok)
             var funnel = base
             funnel[funnelHeader] = "?1"
-            #expect(try await client.execute(uri: "/clients/new", method: .post, headers: funnel, body: body).status == .unauthorized)
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: funnel, body: body).status
+                    == .unauthorized)
             #expect(await harness.provider.clients.all().count == 1)
         }
     }
@@ -299,7 +331,10 @@ struct ClientsHTTPTests {
             json[.contentType] = "application/json"
             let ok = try await client.execute(
                 uri: "/register", method: .post, headers: json,
-                body: ByteBuffer(string: #"{"redirect_uris":["https://mcp.example.com/cb"],"client_name":"MCP","token_endpoint_auth_method":"none"}"#))
+                body: ByteBuffer(
+                    string:
+                        #"{"redirect_uris":["https://mcp.example.com/cb"],"client_name":"MCP","token_endpoint_auth_method":"none"}"#
+                ))
             #expect(ok.status == .created)
             #expect(ok.headers[.cacheControl] == "no-store")
             #expect(ok.json["client_secret"] == nil)
@@ -312,11 +347,18 @@ struct ClientsHTTPTests {
                 (#"{"client_name":"x"}"#, "invalid_client_metadata"),
                 (#"{"redirect_uris":[]}"#, "invalid_client_metadata"),
                 (#"{"redirect_uris":["https://a.example.com/cb#x"]}"#, "invalid_redirect_uri"),
-                (#"{"redirect_uris":["https://a.example.com/cb"],"grant_types":["client_credentials"]}"#, "invalid_client_metadata"),
-                (#"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#, "invalid_client_metadata"),
+                (
+                    #"{"redirect_uris":["https://a.example.com/cb"],"grant_types":["client_credentials"]}"#,
+                    "invalid_client_metadata"
+                ),
+                (
+                    #"{"redirect_uris":["https://a.example.com/cb"],"token_endpoint_auth_method":"private_key_jwt"}"#,
+                    "invalid_client_metadata"
+                ),
                 (#"{"redirect_uris":"https://a.example.com/cb"}"#, "invalid_client_metadata"),
             ] {
-                let response = try await client.execute(uri: "/register", method: .post, headers: json, body: ByteBuffer(string: body))
+                let response = try await client.execute(
+                    uri: "/register", method: .post, headers: json, body: ByteBuffer(string: body))
                 #expect(response.status == .badRequest, "\(body)")
                 #expect(response.json["error"] as? String == error, "\(body)")
             }
@@ -329,10 +371,12 @@ struct ClientsHTTPTests {
 struct LoggingHTTPTests {
     @Test("--debug-all-requests dumps requests and responses with every secret redacted")
     func debugDumpRedacts() async throws {
-        try await Harness.run(debugAllRequests: true) { (harness: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(debugAllRequests: true) {
+            (harness: Harness, client: any TestClientProtocol) async throws in
             let registered = try await harness.client()
             let authorize = try await client.execute(
-                uri: "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&scope=openid&state=statevalue123&nonce=noncevalue123",
+                uri:
+                    "/authorize?client_id=\(registered.id)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&response_type=code&scope=openid&state=statevalue123&nonce=noncevalue123",
                 method: .get)
             let location = try #require(authorize.headers[.location])
             let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
@@ -341,7 +385,9 @@ struct LoggingHTTPTests {
             let token = try await client.execute(
                 uri: "/token", method: .post, headers: headers,
                 body: ByteBuffer(
-                    string: "grant_type=authorization_code&code=\(code)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&client_id=\(registered.id)&client_secret=\(registered.secret)"))
+                    string:
+                        "grant_type=authorization_code&code=\(code)&redirect_uri=https%3A%2F%2Fapp.example.com%2Fcb&client_id=\(registered.id)&client_secret=\(registered.secret)"
+                ))
             let access = try #require(token.json["access_token"] as? String)
             let refresh = try #require(token.json["refresh_token"] as? String)
             let idToken = try #require(token.json["id_token"] as? String)

@@ -81,7 +81,8 @@ struct Harness {
                 localAPI: LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5)),
                 capabilityName: "tailscale.com/cap/tsidp"),
             options: options, logger: capture.logger())
-        let harness = Harness(provider: provider, server: server, store: store, capture: capture, socketDirectory: directory)
+        let harness = Harness(
+            provider: provider, server: server, store: store, capture: capture, socketDirectory: directory)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -8,7 +8,9 @@ struct AuthorizeTests {
     func authorize(
         _ setup: Fixtures.Setup, _ pairs: [(String, String)], identity: UserIdentity = Fixtures.alice()
     ) async -> AuthorizeResult {
-        await setup.provider.authorize(Fixtures.query(pairs)) { () async throws(IdentityFailure) -> UserIdentity in identity }
+        await setup.provider.authorize(Fixtures.query(pairs)) { () async throws(IdentityFailure) -> UserIdentity in
+            identity
+        }
     }
 
     func base(_ setup: Fixtures.Setup, redirect: String? = nil) -> [(String, String)] {
@@ -58,7 +60,10 @@ struct AuthorizeTests {
         }
         #expect(unknown.code == .invalidClient)
 
-        for uri in ["https://evil.example.com/callback", Fixtures.redirect + "?x=1", Fixtures.redirect + "/", "HTTPS://app.example.com/callback"] {
+        for uri in [
+            "https://evil.example.com/callback", Fixtures.redirect + "?x=1", Fixtures.redirect + "/",
+            "HTTPS://app.example.com/callback",
+        ] {
             guard case .errorPage(let error) = await authorize(setup, base(setup, redirect: uri)) else {
                 Issue.record("redirect_uri \(uri) must not be accepted")
                 continue
@@ -85,7 +90,9 @@ struct AuthorizeTests {
         #expect(parameters["state"] == "st")
     }
 
-    @Test("unknown scopes are ignored in OpenID requests and refused in plain OAuth ones; registered custom scopes are allowed")
+    @Test(
+        "unknown scopes are ignored in OpenID requests and refused in plain OAuth ones; registered custom scopes are allowed"
+    )
     func scopes() async throws {
         let setup = try await Fixtures.provider(scope: "openid read:metrics")
         var pairs = base(setup)
@@ -102,9 +109,16 @@ struct AuthorizeTests {
     func pkce() async throws {
         let setup = try await Fixtures.provider()
         let good = String(repeating: "a", count: 43)
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", good), ("code_challenge_method", "S512")]))["error"] == "invalid_request")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", "short")]))["error"] == "invalid_request")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", good)]))["code"] != nil)
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(setup, base(setup) + [("code_challenge", good), ("code_challenge_method", "S512")]))[
+                    "error"] == "invalid_request")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", "short")]))["error"]
+                == "invalid_request")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", good)]))["code"] != nil
+        )
     }
 
     @Test("public clients must use S256")
@@ -112,8 +126,16 @@ struct AuthorizeTests {
         let setup = try await Fixtures.provider(authMethod: "none")
         let challenge = PKCE.s256Challenge(of: String(repeating: "v", count: 50))
         #expect(Fixtures.redirectParameters(await authorize(setup, base(setup)))["error"] == "invalid_request")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", challenge), ("code_challenge_method", "plain")]))["error"] == "invalid_request")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("code_challenge", challenge), ("code_challenge_method", "S256")]))["code"] != nil)
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(
+                    setup, base(setup) + [("code_challenge", challenge), ("code_challenge_method", "plain")]))["error"]
+                == "invalid_request")
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(
+                    setup, base(setup) + [("code_challenge", challenge), ("code_challenge_method", "S256")]))["code"]
+                != nil)
     }
 
     @Test("tagged devices are refused")
@@ -129,15 +151,18 @@ struct AuthorizeTests {
     @Test("identity failures fail closed; prompt=none answers login_required")
     func identityFailure() async throws {
         let setup = try await Fixtures.provider()
-        let unknown = await setup.provider.authorize(Fixtures.query(base(setup))) { () async throws(IdentityFailure) -> UserIdentity in
+        let unknown = await setup.provider.authorize(Fixtures.query(base(setup))) {
+            () async throws(IdentityFailure) -> UserIdentity in
             throw .unknownDevice("no peer")
         }
         #expect(Fixtures.redirectParameters(unknown)["error"] == "access_denied")
-        let down = await setup.provider.authorize(Fixtures.query(base(setup))) { () async throws(IdentityFailure) -> UserIdentity in
+        let down = await setup.provider.authorize(Fixtures.query(base(setup))) {
+            () async throws(IdentityFailure) -> UserIdentity in
             throw .unavailable("socket gone")
         }
         #expect(Fixtures.redirectParameters(down)["error"] == "temporarily_unavailable")
-        let silent = await setup.provider.authorize(Fixtures.query(base(setup) + [("prompt", "none")])) { () async throws(IdentityFailure) -> UserIdentity in
+        let silent = await setup.provider.authorize(Fixtures.query(base(setup) + [("prompt", "none")])) {
+            () async throws(IdentityFailure) -> UserIdentity in
             throw .unknownDevice("no peer")
         }
         #expect(Fixtures.redirectParameters(silent)["error"] == "login_required")
@@ -147,15 +172,20 @@ struct AuthorizeTests {
     @Test("request objects are answered with request_not_supported")
     func requestObjects() async throws {
         let setup = try await Fixtures.provider()
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("request", "eyJ.x.y")]))["error"] == "request_not_supported")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("request_uri", "https://x.example/r")]))["error"] == "request_uri_not_supported")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("request", "eyJ.x.y")]))["error"]
+                == "request_not_supported")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("request_uri", "https://x.example/r")]))[
+                "error"] == "request_uri_not_supported")
     }
 
     @Test("unknown and optional parameters are accepted")
     func tolerated() async throws {
         let setup = try await Fixtures.provider()
         let extra: [(String, String)] = [
-            ("extra", "foobar"), ("max_age", "10000"), ("login_hint", "alice"), ("ui_locales", "de"), ("display", "page"),
+            ("extra", "foobar"), ("max_age", "10000"), ("login_hint", "alice"), ("ui_locales", "de"),
+            ("display", "page"),
             ("acr_values", "1"), ("claims", "{\"id_token\":{\"name\":{\"essential\":true}}}"), ("prompt", "login"),
         ]
         #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + extra))["code"] != nil)
@@ -164,21 +194,36 @@ struct AuthorizeTests {
     @Test("id_token_hint must be ours and for this client; with prompt=none it must name the device's user")
     func idTokenHint() async throws {
         let setup = try await Fixtures.provider()
-        let idToken = try #require(Fixtures.json(await setup.redeem(try await setup.code()).body)["id_token"] as? String)
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)]))["code"] != nil)
-        let asBob = await authorize(setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)], identity: Fixtures.bob)
+        let idToken = try #require(
+            Fixtures.json(await setup.redeem(try await setup.code()).body)["id_token"] as? String)
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)]))["code"] != nil)
+        let asBob = await authorize(
+            setup, base(setup) + [("prompt", "none"), ("id_token_hint", idToken)], identity: Fixtures.bob)
         #expect(Fixtures.redirectParameters(asBob)["error"] == "login_required")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", idToken)], identity: Fixtures.bob))["code"] != nil)
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(setup, base(setup) + [("id_token_hint", idToken)], identity: Fixtures.bob))["code"]
+                != nil)
         var forged = idToken.split(separator: ".").map(String.init)
-        forged[1] = Base64URL.encode(Data(#"{"iss":"https://idp.example-tailnet.ts.net","sub":"userid:1","aud":"x"}"#.utf8))
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", forged.joined(separator: "."))]))["error"] == "invalid_request")
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", "garbage")]))["error"] == "invalid_request")
+        forged[1] = Base64URL.encode(
+            Data(#"{"iss":"https://idp.example-tailnet.ts.net","sub":"userid:1","aud":"x"}"#.utf8))
+        #expect(
+            Fixtures.redirectParameters(
+                await authorize(setup, base(setup) + [("id_token_hint", forged.joined(separator: "."))]))["error"]
+                == "invalid_request")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("id_token_hint", "garbage")]))["error"]
+                == "invalid_request")
     }
 
     @Test("a repeated parameter is invalid_request")
     func repeated() async throws {
         let setup = try await Fixtures.provider()
-        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup) + [("scope", "email")]))["error"] == "invalid_request")
+        #expect(
+            Fixtures.redirectParameters(await authorize(setup, base(setup) + [("scope", "email")]))["error"]
+                == "invalid_request")
     }
 
     @Test("response_mode=form_post returns a form for the redirect URI")
@@ -197,10 +242,16 @@ struct AuthorizeTests {
     @Test("resources are filtered by the users/resources grant")
     func resources() async throws {
         let setup = try await Fixtures.provider()
-        let granted = Fixtures.alice(rules: [.object(["users": .array([.string("alice@example.com")]), "resources": .array([.string("https://api.example.com")])])])
+        let granted = Fixtures.alice(rules: [
+            .object([
+                "users": .array([.string("alice@example.com")]),
+                "resources": .array([.string("https://api.example.com")]),
+            ])
+        ])
         let ok = await authorize(setup, base(setup) + [("resource", "https://api.example.com")], identity: granted)
         #expect(Fixtures.redirectParameters(ok)["code"] != nil)
-        let refused = await authorize(setup, base(setup) + [("resource", "https://other.example.com")], identity: granted)
+        let refused = await authorize(
+            setup, base(setup) + [("resource", "https://other.example.com")], identity: granted)
         #expect(Fixtures.redirectParameters(refused)["error"] == "invalid_target")
     }
 }

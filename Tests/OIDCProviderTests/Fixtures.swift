@@ -49,7 +49,8 @@ enum Fixtures {
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: issuer, idpHost: "idp.example-tailnet.ts.net"), keys: keys,
             clients: clients, now: { clock.now })
-        return Setup(provider: provider, clock: clock, store: store, client: created.client, secret: created.secret ?? "")
+        return Setup(
+            provider: provider, clock: clock, store: store, client: created.client, secret: created.secret ?? "")
     }
 
     static func query(_ pairs: [(String, String)]) -> OAuthParameters {
@@ -58,7 +59,9 @@ enum Fixtures {
 
     /// Parameters of a redirect's query.
     static func redirectParameters(_ result: AuthorizeResult) -> [String: String] {
-        guard case .redirect(let location) = result, let components = URLComponents(string: location) else { return [:] }
+        guard case .redirect(let location) = result, let components = URLComponents(string: location) else {
+            return [:]
+        }
         var out: [String: String] = [:]
         for item in components.queryItems ?? [] { out[item.name] = item.value ?? "" }
         return out
@@ -76,7 +79,8 @@ enum Fixtures {
 extension Fixtures.Setup {
     /// Runs `/authorize` as `identity` and returns the code.
     func code(
-        identity: UserIdentity = Fixtures.alice(), scope: String = "openid email profile", extra: [(String, String)] = []
+        identity: UserIdentity = Fixtures.alice(), scope: String = "openid email profile",
+        extra: [(String, String)] = []
     ) async throws -> String {
         let result = await provider.authorize(
             Fixtures.query(
@@ -95,7 +99,8 @@ extension Fixtures.Setup {
     func redeem(_ code: String, extra: [(String, String)] = []) async -> TokenResponse {
         await provider.token(
             Fixtures.query(
-                [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", client.redirectURIs[0])] + extra),
+                [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", client.redirectURIs[0])] + extra
+            ),
             authorization: Fixtures.basic(client.clientID, secret))
     }
 

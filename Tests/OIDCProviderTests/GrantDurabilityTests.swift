@@ -47,7 +47,9 @@ struct GrantDurabilityTests {
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net"),
             keys: base.provider.keys, clients: base.provider.clients, grantStore: store,
-            reidentify: { (identity: UserIdentity) async throws(IdentityFailure) -> UserIdentity in try tailnet.whois(identity) },
+            reidentify: { (identity: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
+                try tailnet.whois(identity)
+            },
             now: { base.clock.now })
         try await provider.restoreGrants()
         return provider
@@ -57,7 +59,8 @@ struct GrantDurabilityTests {
         let base = try await Fixtures.provider()
         let tailnet = Tailnet(Fixtures.alice())
         let provider = try await provider(base, store: store, tailnet: tailnet)
-        let setup = Fixtures.Setup(provider: provider, clock: base.clock, store: base.store, client: base.client, secret: base.secret)
+        let setup = Fixtures.Setup(
+            provider: provider, clock: base.clock, store: base.store, client: base.client, secret: base.secret)
         return Rig(setup: setup, store: store, tailnet: tailnet)
     }
 
@@ -73,12 +76,16 @@ struct GrantDurabilityTests {
 
         let restarted = try await provider(rig.setup, store: rig.store, tailnet: rig.tailnet)
         #expect(restarted.userInfo(accessToken: access).status == 200)
-        let again = Fixtures.Setup(provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client, secret: rig.setup.secret)
+        let again = Fixtures.Setup(
+            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
+            secret: rig.setup.secret)
         let refreshed = await again.refresh(refresh)
         #expect(refreshed.status == 200)
         // The rotation was persisted: after another restart the old token is a reuse.
         let third = try await provider(rig.setup, store: rig.store, tailnet: rig.tailnet)
-        let replay = Fixtures.Setup(provider: third, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client, secret: rig.setup.secret)
+        let replay = Fixtures.Setup(
+            provider: third, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
+            secret: rig.setup.secret)
         #expect(Fixtures.json(await replay.refresh(refresh).body)["error"] as? String == "invalid_grant")
     }
 
@@ -104,7 +111,9 @@ struct GrantDurabilityTests {
         #expect(tokens.count == 16)
         #expect(writes < 16, "expected batched writes, got \(writes)")
         let restarted = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
-        let again = Fixtures.Setup(provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client, secret: rig.setup.secret)
+        let again = Fixtures.Setup(
+            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
+            secret: rig.setup.secret)
         for token in tokens { #expect(await again.refresh(token).status == 200) }
     }
 
@@ -123,7 +132,8 @@ struct GrantDurabilityTests {
     @Test("a refresh picks up profile and grant changes")
     func freshIdentity() async throws {
         let rig = try await rig()
-        let token = try #require(Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
+        let token = try #require(
+            Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
         var renamed = Fixtures.alice(rules: [.object(["extraClaims": .object(["team": .string("red")])])])
         renamed.displayName = "Alice Renamed"
         rig.tailnet.set(.identity(renamed))
@@ -137,17 +147,20 @@ struct GrantDurabilityTests {
     @Test("a node that left the tailnet, or now belongs to someone else, ends the grant")
     func removedNode() async throws {
         let rig = try await rig()
-        let first = try #require(Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
+        let first = try #require(
+            Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
         rig.tailnet.set(.unknown)
         #expect(Fixtures.json(await rig.setup.refresh(first).body)["error"] as? String == "invalid_grant")
         rig.tailnet.set(.identity(Fixtures.alice()))
         #expect(Fixtures.json(await rig.setup.refresh(first).body)["error"] as? String == "invalid_grant")
 
-        let second = try #require(Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
+        let second = try #require(
+            Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
         rig.tailnet.set(.identity(Fixtures.bob))
         #expect(Fixtures.json(await rig.setup.refresh(second).body)["error"] as? String == "invalid_grant")
 
-        let third = try #require(Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
+        let third = try #require(
+            Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
         var tagged = Fixtures.alice()
         tagged.tags = ["tag:server"]
         rig.tailnet.set(.identity(tagged))
@@ -157,7 +170,8 @@ struct GrantDurabilityTests {
     @Test("when the tailnet cannot be asked, the refresh fails with 503 and the token stays usable")
     func tailnetDown() async throws {
         let rig = try await rig()
-        let token = try #require(Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
+        let token = try #require(
+            Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)["refresh_token"] as? String)
         rig.tailnet.set(.down)
         let answer = await rig.setup.refresh(token)
         #expect(answer.status == 503)
@@ -169,7 +183,9 @@ struct GrantDurabilityTests {
     func damaged() async throws {
         let store = MemoryStateStore(["tsidp-grants.json": Data("{\"version\": 1, \"families\": 5}".utf8)])
         let base = try await Fixtures.provider()
-        await #expect(throws: KeyFileError.self) { try await self.provider(base, store: store, tailnet: Tailnet(Fixtures.alice())) }
+        await #expect(throws: KeyFileError.self) {
+            try await self.provider(base, store: store, tailnet: Tailnet(Fixtures.alice()))
+        }
         #expect(try await store.read("tsidp-grants.json") == Data("{\"version\": 1, \"families\": 5}".utf8))
     }
 }

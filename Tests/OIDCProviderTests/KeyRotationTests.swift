@@ -1,8 +1,9 @@
 import Foundation
 import JWTKit
-@testable import OIDCProvider
 import StateStore
 import Testing
+
+@testable import OIDCProvider
 
 @Suite("Key ring: rotation and algorithms")
 struct KeyRotationTests {
@@ -72,10 +73,14 @@ struct KeyRotationTests {
             var registration = ClientRegistry.Registration(name: "App", redirectURIs: [Fixtures.redirect])
             registration.idTokenSignedResponseAlg = algorithm
             let created = try await setup.provider.clients.register(registration)
-            let other = Fixtures.Setup(provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client, secret: created.secret!)
+            let other = Fixtures.Setup(
+                provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client,
+                secret: created.secret!)
             let body = Fixtures.json(await other.redeem(try await other.code()).body)
             let idToken = try #require(body["id_token"] as? String)
-            let header = try JSONSerialization.jsonObject(with: Base64URL.decode(idToken.split(separator: ".")[0])!) as? [String: Any]
+            let header =
+                try JSONSerialization.jsonObject(with: Base64URL.decode(idToken.split(separator: ".")[0])!)
+                as? [String: Any]
             #expect(header?["alg"] as? String == algorithm)
             let keys = try await verifier(setup.provider.keys)
             let payload = try await keys.verify(idToken, as: IDTokenPayload.self)
@@ -94,7 +99,9 @@ struct KeyRotationTests {
         registration.accessTokenFormat = "jwt"
         registration.scope = "openid read:metrics"
         let created = try await setup.provider.clients.register(registration)
-        let jwtClient = Fixtures.Setup(provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client, secret: created.secret!)
+        let jwtClient = Fixtures.Setup(
+            provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client,
+            secret: created.secret!)
         let body = Fixtures.json(await jwtClient.redeem(try await jwtClient.code(scope: "openid read:metrics")).body)
         let access = try #require(body["access_token"] as? String)
         let parts = access.split(separator: ".")

@@ -12,7 +12,8 @@ struct LegacyFlowTests {
         var settings = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
         settings.allowInsecureRegistration = enabled
         return Provider(
-            configuration: settings, keys: try await KeyRing.load(from: store), clients: try await ClientRegistry.load(from: store))
+            configuration: settings, keys: try await KeyRing.load(from: store),
+            clients: try await ClientRegistry.load(from: store))
     }
 
     func authorize(_ provider: Provider, node: Int64? = rpNode, clientID: String = "unused") async -> AuthorizeResult {
@@ -46,7 +47,8 @@ struct LegacyFlowTests {
         #expect(provider.userInfo(accessToken: access).status == 200)
         let refresh = try #require(body["refresh_token"] as? String)
         let refreshed = await provider.token(
-            Fixtures.query([("grant_type", "refresh_token"), ("refresh_token", refresh)]), authorization: nil, callerNodeID: { Self.rpNode })
+            Fixtures.query([("grant_type", "refresh_token"), ("refresh_token", refresh)]), authorization: nil,
+            callerNodeID: { Self.rpNode })
         #expect(refreshed.status == 200)
         let discovery = Fixtures.json(provider.discoveryDocument(includeRegistration: true, legacyNodeID: Self.rpNode))
         #expect(discovery["authorization_endpoint"] as? String == Fixtures.issuer + "/authorize/4242")

@@ -7,8 +7,13 @@ import Testing
 struct PrimitiveTests {
     @Test("PKCE S256 matches RFC 7636 appendix B")
     func pkceVector() {
-        #expect(PKCE.s256Challenge(of: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk") == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
-        #expect(PKCE.verify(verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", method: .s256))
+        #expect(
+            PKCE.s256Challenge(of: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk")
+                == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+        #expect(
+            PKCE.verify(
+                verifier: "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+                challenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", method: .s256))
     }
 
     @Test("PKCE verifier format: 43 to 128 unreserved characters")
@@ -35,8 +40,10 @@ struct PrimitiveTests {
 
     @Test("redirect parameters are appended to an existing query")
     func appending() {
-        #expect(RedirectURI.appending([("code", "a b")], to: "https://x.example/cb") == "https://x.example/cb?code=a%20b")
-        #expect(RedirectURI.appending([("code", "c")], to: "https://x.example/cb?t=1") == "https://x.example/cb?t=1&code=c")
+        #expect(
+            RedirectURI.appending([("code", "a b")], to: "https://x.example/cb") == "https://x.example/cb?code=a%20b")
+        #expect(
+            RedirectURI.appending([("code", "c")], to: "https://x.example/cb?t=1") == "https://x.example/cb?t=1&code=c")
     }
 
     @Test("base64url round trip")
@@ -66,11 +73,17 @@ struct PrimitiveTests {
     @Test("extra claims merge as the Go tsidp does, deterministically")
     func extraClaimsMerge() throws {
         let rules = try CapabilityRule.parse([
-            .object(["extraClaims": .object(["groups": .array([.string("a"), .int(1)]), "tier": .string("gold"), "nested": .object(["x": .int(1)])])]),
+            .object([
+                "extraClaims": .object([
+                    "groups": .array([.string("a"), .int(1)]), "tier": .string("gold"),
+                    "nested": .object(["x": .int(1)]),
+                ])
+            ]),
             .object(["extraClaims": .object(["groups": .string("b"), "tier": .string("silver"), "flag": .bool(true)])]),
             .object(["extraClaims": .object(["groups": .array([.string("a")])])]),
         ])
-        let merged = Dictionary(uniqueKeysWithValues: Grants(rules).extraClaims(forUserInfo: false).map { ($0.0, $0.1) })
+        let merged = Dictionary(
+            uniqueKeysWithValues: Grants(rules).extraClaims(forUserInfo: false).map { ($0.0, $0.1) })
         #expect(merged["groups"] == .array([.string("a"), .int(1), .string("b")]))
         #expect(merged["tier"] == .string("gold"))
         #expect(merged["flag"] == .bool(true))
@@ -79,18 +92,25 @@ struct PrimitiveTests {
 
     @Test("malformed grants are errors, never silently ignored")
     func malformedGrants() {
-        for value: JSONValue in [.string("x"), .object(["allow_admin_ui": .string("yes")]), .object(["users": .string("*")]), .object(["extraClaims": .array([])])] {
+        for value: JSONValue in [
+            .string("x"), .object(["allow_admin_ui": .string("yes")]), .object(["users": .string("*")]),
+            .object(["extraClaims": .array([])]),
+        ] {
             #expect(throws: CapabilityError.self) { try CapabilityRule.parse([value]) }
         }
     }
 
     @Test("grant booleans are OR-ed and resources need a matching user")
     func grantEvaluation() throws {
-        let grants = Grants(try CapabilityRule.parse([
-            .object(["allow_dcr": .bool(true)]),
-            .object(["users": .array([.string("alice@example.com")]), "resources": .array([.string("https://a.example")])]),
-            .object(["users": .array([.string("*")]), "resources": .array([.string("https://public.example")])]),
-        ]))
+        let grants = Grants(
+            try CapabilityRule.parse([
+                .object(["allow_dcr": .bool(true)]),
+                .object([
+                    "users": .array([.string("alice@example.com")]),
+                    "resources": .array([.string("https://a.example")]),
+                ]),
+                .object(["users": .array([.string("*")]), "resources": .array([.string("https://public.example")])]),
+            ]))
         #expect(grants.allowDCR)
         #expect(!grants.allowAdminUI)
         #expect(grants.allows(resource: "https://a.example", for: "alice@example.com"))

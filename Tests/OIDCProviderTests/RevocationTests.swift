@@ -12,7 +12,10 @@ struct RevocationTests {
         )
     }
 
-    func call(_ setup: Fixtures.Setup, _ endpoint: String, _ pairs: [(String, String)], as id: String? = nil, secret: String? = nil) async -> TokenResponse {
+    func call(
+        _ setup: Fixtures.Setup, _ endpoint: String, _ pairs: [(String, String)], as id: String? = nil,
+        secret: String? = nil
+    ) async -> TokenResponse {
         let auth = Fixtures.basic(id ?? setup.client.clientID, secret ?? setup.secret)
         return endpoint == "revoke"
             ? await setup.provider.revoke(Fixtures.query(pairs), authorization: auth)
@@ -23,7 +26,8 @@ struct RevocationTests {
     func revoke() async throws {
         let setup = try await Fixtures.provider()
         let first = try await tokens(setup)
-        #expect(await call(setup, "revoke", [("token", first.access), ("token_type_hint", "access_token")]).status == 200)
+        #expect(
+            await call(setup, "revoke", [("token", first.access), ("token_type_hint", "access_token")]).status == 200)
         #expect(setup.provider.userInfo(accessToken: first.access).status == 401)
         #expect(await setup.refresh(first.refresh).status == 200)
 
@@ -38,12 +42,16 @@ struct RevocationTests {
         let setup = try await Fixtures.provider()
         let other = try await setup.provider.clients.register(.init(name: "Other", redirectURIs: [Fixtures.redirect]))
         let owned = try await tokens(setup)
-        #expect(await call(setup, "revoke", [("token", owned.access)], as: other.client.clientID, secret: other.secret).status == 200)
+        #expect(
+            await call(setup, "revoke", [("token", owned.access)], as: other.client.clientID, secret: other.secret)
+                .status == 200)
         #expect(setup.provider.userInfo(accessToken: owned.access).status == 200)
         #expect(await call(setup, "revoke", [("token", owned.access)], secret: "wrong").status == 401)
         #expect(await call(setup, "revoke", [("token", "unknown")]).status == 200)
         #expect(Fixtures.json(await call(setup, "revoke", []).body)["error"] as? String == "invalid_request")
-        #expect(Fixtures.json(await call(setup, "revoke", [("token", "x"), ("token_type_hint", "id_token")]).body)["error"] as? String == "unsupported_token_type")
+        #expect(
+            Fixtures.json(await call(setup, "revoke", [("token", "x"), ("token_type_hint", "id_token")]).body)["error"]
+                as? String == "unsupported_token_type")
     }
 
     @Test("introspection answers the owner with claims consistent with the ID token")
@@ -57,7 +65,9 @@ struct RevocationTests {
         #expect(answer["iss"] as? String == Fixtures.issuer)
         #expect(answer["scope"] as? String == "openid email profile")
         #expect(answer["token_type"] as? String == "Bearer")
-        let payload = try JSONSerialization.jsonObject(with: Base64URL.decode(issued.idToken.split(separator: ".")[1])!) as? [String: Any]
+        let payload =
+            try JSONSerialization.jsonObject(with: Base64URL.decode(issued.idToken.split(separator: ".")[1])!)
+            as? [String: Any]
         #expect(payload?["sub"] as? String == answer["sub"] as? String)
         let exp = try #require(answer["exp"] as? Int)
         let iat = try #require(answer["iat"] as? Int)
@@ -72,10 +82,14 @@ struct RevocationTests {
         let setup = try await Fixtures.provider()
         let other = try await setup.provider.clients.register(.init(name: "Other", redirectURIs: [Fixtures.redirect]))
         let issued = try await tokens(setup)
-        let stranger = Fixtures.json(await call(setup, "introspect", [("token", issued.access)], as: other.client.clientID, secret: other.secret).body)
+        let stranger = Fixtures.json(
+            await call(setup, "introspect", [("token", issued.access)], as: other.client.clientID, secret: other.secret)
+                .body)
         #expect(stranger["active"] as? Bool == false)
         #expect(stranger.count == 1)
-        #expect(await setup.provider.introspect(Fixtures.query([("token", issued.access)]), authorization: nil).status == 401)
+        #expect(
+            await setup.provider.introspect(Fixtures.query([("token", issued.access)]), authorization: nil).status
+                == 401)
         var publicRegistration = ClientRegistry.Registration(name: "SPA", redirectURIs: [Fixtures.redirect])
         publicRegistration.tokenEndpointAuthMethod = "none"
         let spa = try await setup.provider.clients.register(publicRegistration)
@@ -83,7 +97,8 @@ struct RevocationTests {
             Fixtures.query([("token", issued.access), ("client_id", spa.client.clientID)]), authorization: nil)
         #expect(publicAnswer.status == 401)
         setup.clock.advance(301)
-        #expect(Fixtures.json(await call(setup, "introspect", [("token", issued.access)]).body)["active"] as? Bool == false)
+        #expect(
+            Fixtures.json(await call(setup, "introspect", [("token", issued.access)]).body)["active"] as? Bool == false)
         #expect(Fixtures.json(await call(setup, "introspect", [("token", "garbage")]).body)["active"] as? Bool == false)
     }
 }

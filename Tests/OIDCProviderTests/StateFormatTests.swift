@@ -35,7 +35,10 @@ struct StateFormatTests {
 
     @Test("a damaged key file stops start-up instead of being replaced")
     func damagedKey() async throws {
-        for content in ["not json", "{\"kid\": 1}", "{\"kid\": 0, \"key\": \"x\"}", "{\"kid\": 5, \"key\": \"-----BEGIN RSA PRIVATE KEY-----\\nAAAA\\n-----END RSA PRIVATE KEY-----\\n\"}"] {
+        for content in [
+            "not json", "{\"kid\": 1}", "{\"kid\": 0, \"key\": \"x\"}",
+            "{\"kid\": 5, \"key\": \"-----BEGIN RSA PRIVATE KEY-----\\nAAAA\\n-----END RSA PRIVATE KEY-----\\n\"}",
+        ] {
             let store = MemoryStateStore([KeyRing.stateKey: Data(content.utf8)])
             await #expect(throws: KeyFileError.self) { try await KeyRing.load(from: store) }
             #expect(try await store.read(KeyRing.stateKey) == Data(content.utf8))
@@ -74,7 +77,8 @@ struct StateFormatTests {
         let old = """
             {"c2": {"client_id": "c2", "client_secret": "old", "name": "Proxmox", "redirect_uri": "https://pve.example.com:8006"}}
             """
-        let legacy = try await ClientRegistry.load(from: MemoryStateStore([ClientRegistry.legacyStrictKey: Data(old.utf8)]))
+        let legacy = try await ClientRegistry.load(
+            from: MemoryStateStore([ClientRegistry.legacyStrictKey: Data(old.utf8)]))
         let proxmox = try #require(await legacy.client("c2"))
         #expect(proxmox.name == "Proxmox")
         #expect(proxmox.redirectURIs == ["https://pve.example.com:8006"])
@@ -92,10 +96,15 @@ struct StateFormatTests {
     func registration() async throws {
         let store = MemoryStateStore()
         let registry = try await ClientRegistry.load(from: store)
-        for bad in ["javascript:alert(1)", "https://app.example.com/cb#frag", "not a uri", "http:///nohost", "data:text/html,x"] {
-            await #expect(throws: OAuthError.self) { try await registry.register(.init(name: "x", redirectURIs: [bad])) }
+        for bad in [
+            "javascript:alert(1)", "https://app.example.com/cb#frag", "not a uri", "http:///nohost", "data:text/html,x",
+        ] {
+            await #expect(throws: OAuthError.self) {
+                try await registry.register(.init(name: "x", redirectURIs: [bad]))
+            }
         }
-        let created = try await registry.register(.init(name: "App", redirectURIs: ["myapp://callback", "http://127.0.0.1:8000/cb"]))
+        let created = try await registry.register(
+            .init(name: "App", redirectURIs: ["myapp://callback", "http://127.0.0.1:8000/cb"]))
         #expect(created.secret?.count == 64)
         #expect(created.client.clientID.count == 32)
         let reloaded = try await ClientRegistry.load(from: store)

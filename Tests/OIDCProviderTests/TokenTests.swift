@@ -56,8 +56,11 @@ struct TokenTests {
     func authTime() async throws {
         let setup = try await Fixtures.provider()
         func authTime(_ extra: [(String, String)]) async throws -> Int {
-            let idToken = try #require(Fixtures.json(await setup.redeem(try await setup.code(extra: extra)).body)["id_token"] as? String)
-            let payload = try JSONSerialization.jsonObject(with: Base64URL.decode(idToken.split(separator: ".")[1])!) as? [String: Any]
+            let idToken = try #require(
+                Fixtures.json(await setup.redeem(try await setup.code(extra: extra)).body)["id_token"] as? String)
+            let payload =
+                try JSONSerialization.jsonObject(with: Base64URL.decode(idToken.split(separator: ".")[1])!)
+                as? [String: Any]
             return try #require(payload?["auth_time"] as? Int)
         }
         let first = try await authTime([])
@@ -69,8 +72,11 @@ struct TokenTests {
         setup.clock.advance(10)
         #expect(try await authTime([("prompt", "login")]) == renewed + 10)
         // Another user on another device has a session of their own.
-        let bobToken = try #require(Fixtures.json(await setup.redeem(try await setup.code(identity: Fixtures.bob)).body)["id_token"] as? String)
-        let bob = try JSONSerialization.jsonObject(with: Base64URL.decode(bobToken.split(separator: ".")[1])!) as? [String: Any]
+        let bobToken = try #require(
+            Fixtures.json(await setup.redeem(try await setup.code(identity: Fixtures.bob)).body)["id_token"] as? String)
+        let bob =
+            try JSONSerialization.jsonObject(with: Base64URL.decode(bobToken.split(separator: ".")[1])!)
+            as? [String: Any]
         #expect(bob?["auth_time"] as? Int == Int(setup.clock.now.timeIntervalSince1970))
     }
 
@@ -110,7 +116,9 @@ struct TokenTests {
         let setup = try await Fixtures.provider(redirectURIs: [Fixtures.redirect, "https://app.example.com/other"])
         let code = try await setup.code()
         let answer = await setup.provider.token(
-            Fixtures.query([("grant_type", "authorization_code"), ("code", code), ("redirect_uri", "https://app.example.com/other")]),
+            Fixtures.query([
+                ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", "https://app.example.com/other"),
+            ]),
             authorization: Fixtures.basic(setup.client.clientID, setup.secret))
         #expect(Fixtures.json(answer.body)["error"] as? String == "invalid_grant")
     }
@@ -120,13 +128,17 @@ struct TokenTests {
         let setup = try await Fixtures.provider()
         let post = await setup.provider.token(
             Fixtures.query([
-                ("grant_type", "authorization_code"), ("code", try await setup.code()), ("redirect_uri", Fixtures.redirect),
+                ("grant_type", "authorization_code"), ("code", try await setup.code()),
+                ("redirect_uri", Fixtures.redirect),
                 ("client_id", setup.client.clientID), ("client_secret", setup.secret),
             ]), authorization: nil)
         #expect(post.status == 200)
 
         let wrong = await setup.provider.token(
-            Fixtures.query([("grant_type", "authorization_code"), ("code", try await setup.code()), ("redirect_uri", Fixtures.redirect)]),
+            Fixtures.query([
+                ("grant_type", "authorization_code"), ("code", try await setup.code()),
+                ("redirect_uri", Fixtures.redirect),
+            ]),
             authorization: Fixtures.basic(setup.client.clientID, "not-the-secret"))
         #expect(wrong.status == 401)
         #expect(wrong.wwwAuthenticate?.hasPrefix("Basic") == true)
@@ -144,7 +156,8 @@ struct TokenTests {
         #expect(both.status == 400)
 
         for header in ["Basic !!!notbase64", "Bearer abc", "Basic " + Data("no-colon".utf8).base64EncodedString()] {
-            let malformed = await setup.provider.token(Fixtures.query([("grant_type", "authorization_code")]), authorization: header)
+            let malformed = await setup.provider.token(
+                Fixtures.query([("grant_type", "authorization_code")]), authorization: header)
             #expect(malformed.status == 401, "header \(header)")
             #expect(Fixtures.json(malformed.body)["error"] as? String == "invalid_client")
         }
@@ -155,7 +168,10 @@ struct TokenTests {
         let setup = try await Fixtures.provider()
         let other = try await setup.provider.clients.register(.init(name: "Other", redirectURIs: [Fixtures.redirect]))
         let answer = await setup.provider.token(
-            Fixtures.query([("grant_type", "authorization_code"), ("code", try await setup.code()), ("redirect_uri", Fixtures.redirect)]),
+            Fixtures.query([
+                ("grant_type", "authorization_code"), ("code", try await setup.code()),
+                ("redirect_uri", Fixtures.redirect),
+            ]),
             authorization: Fixtures.basic(other.client.clientID, other.secret!))
         #expect(Fixtures.json(answer.body)["error"] as? String == "invalid_grant")
     }
@@ -164,23 +180,36 @@ struct TokenTests {
     func pkce() async throws {
         let setup = try await Fixtures.provider()
         let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-        let s256 = try await setup.code(extra: [("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256")])
+        let s256 = try await setup.code(extra: [
+            ("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256"),
+        ])
         #expect(await setup.redeem(s256, extra: [("code_verifier", verifier)]).status == 200)
         let plain = try await setup.code(extra: [("code_challenge", verifier)])
         #expect(await setup.redeem(plain, extra: [("code_verifier", verifier)]).status == 200)
-        let wrong = try await setup.code(extra: [("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256")])
-        #expect(Fixtures.json(await setup.redeem(wrong, extra: [("code_verifier", String(repeating: "x", count: 43))]).body)["error"] as? String == "invalid_grant")
-        let missing = try await setup.code(extra: [("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256")])
+        let wrong = try await setup.code(extra: [
+            ("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256"),
+        ])
+        #expect(
+            Fixtures.json(
+                await setup.redeem(wrong, extra: [("code_verifier", String(repeating: "x", count: 43))]).body)["error"]
+                as? String == "invalid_grant")
+        let missing = try await setup.code(extra: [
+            ("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256"),
+        ])
         #expect(Fixtures.json(await setup.redeem(missing).body)["error"] as? String == "invalid_request")
         let none = try await setup.code()
-        #expect(Fixtures.json(await setup.redeem(none, extra: [("code_verifier", verifier)]).body)["error"] as? String == "invalid_request")
+        #expect(
+            Fixtures.json(await setup.redeem(none, extra: [("code_verifier", verifier)]).body)["error"] as? String
+                == "invalid_request")
     }
 
     @Test("public clients authenticate with client_id only and need their verifier")
     func publicClient() async throws {
         let setup = try await Fixtures.provider(authMethod: "none")
         let verifier = String(repeating: "k", count: 64)
-        let code = try await setup.code(extra: [("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256")])
+        let code = try await setup.code(extra: [
+            ("code_challenge", PKCE.s256Challenge(of: verifier)), ("code_challenge_method", "S256"),
+        ])
         let answer = await setup.provider.token(
             Fixtures.query([
                 ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", Fixtures.redirect),
@@ -210,7 +239,8 @@ struct TokenTests {
     func refreshBinding() async throws {
         let setup = try await Fixtures.provider()
         let other = try await setup.provider.clients.register(.init(name: "Other", redirectURIs: [Fixtures.redirect]))
-        let token = try #require(Fixtures.json(await setup.redeem(try await setup.code()).body)["refresh_token"] as? String)
+        let token = try #require(
+            Fixtures.json(await setup.redeem(try await setup.code()).body)["refresh_token"] as? String)
         let stolen = await setup.provider.token(
             Fixtures.query([("grant_type", "refresh_token"), ("refresh_token", token)]),
             authorization: Fixtures.basic(other.client.clientID, other.secret!))
@@ -228,7 +258,8 @@ struct TokenTests {
     @Test("refresh tokens expire after 30 days")
     func refreshExpiry() async throws {
         let setup = try await Fixtures.provider()
-        let token = try #require(Fixtures.json(await setup.redeem(try await setup.code()).body)["refresh_token"] as? String)
+        let token = try #require(
+            Fixtures.json(await setup.redeem(try await setup.code()).body)["refresh_token"] as? String)
         setup.clock.advance(30 * 24 * 3600 + 1)
         #expect(Fixtures.json(await setup.refresh(token).body)["error"] as? String == "invalid_grant")
     }
@@ -237,7 +268,9 @@ struct TokenTests {
     func grantTypes() async throws {
         let setup = try await Fixtures.provider()
         let auth = Fixtures.basic(setup.client.clientID, setup.secret)
-        #expect(Fixtures.json(await setup.provider.token(Fixtures.query([]), authorization: auth).body)["error"] as? String == "invalid_request")
+        #expect(
+            Fixtures.json(await setup.provider.token(Fixtures.query([]), authorization: auth).body)["error"] as? String
+                == "invalid_request")
         for type in ["password", "client_credentials", "implicit", "urn:ietf:params:oauth:grant-type:token-exchange"] {
             let answer = await setup.provider.token(Fixtures.query([("grant_type", type)]), authorization: auth)
             #expect(Fixtures.json(answer.body)["error"] as? String == "unsupported_grant_type")
@@ -247,7 +280,9 @@ struct TokenTests {
     @Test("grants cannot overwrite protected claims; allowed extra claims are added")
     func extraClaims() async throws {
         let setup = try await Fixtures.provider()
-        let good = Fixtures.alice(rules: [.object(["extraClaims": .object(["email_verified": .bool(true), "roles": .array([.string("admin")])])])])
+        let good = Fixtures.alice(rules: [
+            .object(["extraClaims": .object(["email_verified": .bool(true), "roles": .array([.string("admin")])])])
+        ])
         let body = Fixtures.json(await setup.redeem(try await setup.code(identity: good)).body)
         let idToken = try #require(body["id_token"] as? String)
         let payload = String(decoding: Base64URL.decode(idToken.split(separator: ".")[1])!, as: UTF8.self)

@@ -81,7 +81,8 @@ struct DirectoryStateStoreTests {
         let path = TemporaryDirectory.make()
         let store = try DirectoryStateStore(path: path)
         try await store.write("oidc-key.json", Data("secret".utf8))
-        let fileMode = try FileManager.default.attributesOfItem(atPath: path + "/oidc-key.json")[.posixPermissions] as? Int
+        let fileMode =
+            try FileManager.default.attributesOfItem(atPath: path + "/oidc-key.json")[.posixPermissions] as? Int
         let dirMode = try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int
         #expect(fileMode == 0o600)
         #expect(dirMode == 0o700)
@@ -91,7 +92,8 @@ struct DirectoryStateStoreTests {
     @Test("an existing directory is tightened to 0700 and its files are read")
     func existing() async throws {
         let path = TemporaryDirectory.make()
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        try FileManager.default.createDirectory(
+            atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         try Data("{}".utf8).write(to: URL(fileURLWithPath: path + "/oidc-funnel-clients.json"))
         let store = try DirectoryStateStore(path: path)
         #expect(try await store.read("oidc-funnel-clients.json") == Data("{}".utf8))

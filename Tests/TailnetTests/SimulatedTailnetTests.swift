@@ -51,7 +51,8 @@ struct SimulatedTailnetTests {
     @Test("127.0.0.N maps to identity N, other loopback to the first, node addresses to their owner")
     func mapping() async throws {
         let tailnet = SimulatedTailnet(
-            socketPath: "/unused", identities: [identity(1, login: "alice@example.com"), identity(2, login: "bob@example.com")])
+            socketPath: "/unused",
+            identities: [identity(1, login: "alice@example.com"), identity(2, login: "bob@example.com")])
         #expect(tailnet.resolve(address: "127.0.0.1:5000")?.userProfile.loginName == "alice@example.com")
         #expect(tailnet.resolve(address: "127.0.0.2:5000")?.userProfile.loginName == "bob@example.com")
         #expect(tailnet.resolve(address: "127.0.0.9:5000")?.userProfile.loginName == "alice@example.com")
@@ -66,7 +67,9 @@ struct SimulatedTailnetTests {
 
     @Test("WhoIs over the socket returns the identity; unknown peers are peerNotFound")
     func whoisOverSocket() async throws {
-        try await withSimulatedTailnet(identities: [identity(1, login: "alice@example.com"), identity(2, login: "bob@example.com")]) {
+        try await withSimulatedTailnet(identities: [
+            identity(1, login: "alice@example.com"), identity(2, login: "bob@example.com"),
+        ]) {
             tailnet, client in
             #expect(try await client.whoIs(address: "127.0.0.2:41000").userProfile.loginName == "bob@example.com")
             #expect(try await client.whoIs(address: "[::1]:41000").userProfile.loginName == "alice@example.com")
@@ -149,7 +152,9 @@ struct MisbehavingLocalAPITests {
     @Test("error bodies become readable messages; 403 is accessDenied")
     func errors() async throws {
         try await withServer(status: .internalServerError, body: "{\"error\":\"netMap is nil\"}") { client, _ in
-            await #expect(throws: LocalAPIError.http(status: 500, message: "netMap is nil")) { try await client.status() }
+            await #expect(throws: LocalAPIError.http(status: 500, message: "netMap is nil")) {
+                try await client.status()
+            }
         }
         try await withServer(status: .forbidden, body: "whois access denied\n") { client, _ in
             await #expect(throws: LocalAPIError.accessDenied("whois access denied")) {

@@ -37,7 +37,10 @@ struct WireFormatTests {
         #expect(whois.node.hostinfo.os == "macOS")
         #expect(whois.userProfile.loginName == "alice@example.com")
         #expect(whois.userProfile.profilePicURL == "https://lh3.example.com/a/photo.jpg")
-        #expect(whois.capMap["tailscale.com/cap/tsidp"] == [.object(["users": .array([.string("*")]), "resources": .array([.string("*")])])])
+        #expect(
+            whois.capMap["tailscale.com/cap/tsidp"] == [
+                .object(["users": .array([.string("*")]), "resources": .array([.string("*")])])
+            ])
         #expect(whois.capMap["example.com/cap/my-app"]?.count == 2)
     }
 
@@ -60,8 +63,14 @@ struct WireFormatTests {
 
     @Test("answers without Node or UserProfile, or with a non-list capability, are refused")
     func malformed() {
-        for text in [#"{"UserProfile": {"ID": 1}}"#, #"{"Node": {"ID": 1}, "UserProfile": null}"#, #"{"Node": {"ID": 1}, "UserProfile": {}, "CapMap": {"x": 5}}"#, "[]", #"{"Node": {"ID": "five"}, "UserProfile": {}}"#] {
-            #expect(throws: DecodingError.self, "\(text)") { try JSONDecoder().decode(WhoIsResponse.self, from: Data(text.utf8)) }
+        for text in [
+            #"{"UserProfile": {"ID": 1}}"#, #"{"Node": {"ID": 1}, "UserProfile": null}"#,
+            #"{"Node": {"ID": 1}, "UserProfile": {}, "CapMap": {"x": 5}}"#, "[]",
+            #"{"Node": {"ID": "five"}, "UserProfile": {}}"#,
+        ] {
+            #expect(throws: DecodingError.self, "\(text)") {
+                try JSONDecoder().decode(WhoIsResponse.self, from: Data(text.utf8))
+            }
         }
     }
 
@@ -90,20 +99,25 @@ struct WireFormatTests {
         #expect(status.selfDNSName == "myapp.tail1234.ts.net")
         #expect(status.certDomains == ["myapp.tail1234.ts.net"])
         #expect(status.tailscaleIPs.count == 2)
-        let early = try JSONDecoder().decode(Status.self, from: Data(#"{"BackendState": "NeedsLogin", "TailscaleIPs": null, "Self": null, "CertDomains": null}"#.utf8))
+        let early = try JSONDecoder().decode(
+            Status.self,
+            from: Data(#"{"BackendState": "NeedsLogin", "TailscaleIPs": null, "Self": null, "CertDomains": null}"#.utf8)
+        )
         #expect(early.tailscaleIPs.isEmpty)
         #expect(early.selfDNSName == nil)
     }
 
     @Test("a cert pair splits at the key/certificate boundary")
     func certPair() throws {
-        let body = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nCCCC\n-----END CERTIFICATE-----\n"
+        let body =
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n-----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n-----BEGIN CERTIFICATE-----\nCCCC\n-----END CERTIFICATE-----\n"
         let pair = try CertPair(pairBody: Data(body.utf8))
         #expect(pair.keyPEM == "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n")
         #expect(pair.certificatePEM.hasPrefix("-----BEGIN CERTIFICATE-----\nBBBB"))
         #expect(pair.certificatePEM.hasSuffix("CCCC\n-----END CERTIFICATE-----\n"))
         #expect(throws: LocalAPIError.self) { try CertPair(pairBody: Data("garbage".utf8)) }
-        let keyTwice = "-----BEGIN EC PRIVATE KEY-----\nA\n-----END EC PRIVATE KEY-----\n-----BEGIN EC PRIVATE KEY-----\nB\n-----END EC PRIVATE KEY-----\n"
+        let keyTwice =
+            "-----BEGIN EC PRIVATE KEY-----\nA\n-----END EC PRIVATE KEY-----\n-----BEGIN EC PRIVATE KEY-----\nB\n-----END EC PRIVATE KEY-----\n"
         #expect(throws: LocalAPIError.self) { try CertPair(pairBody: Data(keyTwice.utf8)) }
     }
 }
@@ -112,24 +126,33 @@ struct WireFormatTests {
 struct DevIdentitiesTests {
     @Test("a file of WhoIs documents parses")
     func parses() throws {
-        let text = "[\(WireFormatTests.whoisExample), {\"Node\": {\"ID\": 2, \"Name\": \"bob.example-tailnet.ts.net.\", \"Addresses\": [\"100.64.0.2/32\"]}, \"UserProfile\": {\"ID\": 3, \"LoginName\": \"bob@example.com\"}}]"
+        let text =
+            "[\(WireFormatTests.whoisExample), {\"Node\": {\"ID\": 2, \"Name\": \"bob.example-tailnet.ts.net.\", \"Addresses\": [\"100.64.0.2/32\"]}, \"UserProfile\": {\"ID\": 3, \"LoginName\": \"bob@example.com\"}}]"
         let identities = try DevIdentities.parse(Data(text.utf8))
         #expect(identities.map { $0?.userProfile.loginName } == ["alice@example.com", "bob@example.com"])
     }
 
-    @Test("each mistake is named in one line", arguments: [
-        ("{", "not valid JSON"),
-        ("{}", "JSON array"),
-        ("[]", "no identity"),
-        ("[5]", "identity 1 is not a JSON object"),
-        (#"[{"UserProfile": {"LoginName": "a@example.com"}}]"#, "identity 1 has no \"Node\""),
-        ("[null, 5]", "identity 2 is not a JSON object"),
-        (#"[{"Node": {"Name": "a."}}]"#, "identity 1 has no \"UserProfile\""),
-        (#"[{"Node": {"Name": ""}, "UserProfile": {"LoginName": "a@example.com"}}]"#, "Node.Name is empty"),
-        (#"[{"Node": {"Name": "a."}, "UserProfile": {}}]"#, "LoginName is empty"),
-        (#"[{"Node": {"Name": "a.", "Addresses": ["nope"]}, "UserProfile": {"LoginName": "a@example.com"}}]"#, "not an IP prefix"),
-        (#"[{"Node": {"Name": "a.", "ID": "x"}, "UserProfile": {"LoginName": "a@example.com"}}]"#, "identity 1: Node.ID"),
-    ])
+    @Test(
+        "each mistake is named in one line",
+        arguments: [
+            ("{", "not valid JSON"),
+            ("{}", "JSON array"),
+            ("[]", "no identity"),
+            ("[5]", "identity 1 is not a JSON object"),
+            (#"[{"UserProfile": {"LoginName": "a@example.com"}}]"#, "identity 1 has no \"Node\""),
+            ("[null, 5]", "identity 2 is not a JSON object"),
+            (#"[{"Node": {"Name": "a."}}]"#, "identity 1 has no \"UserProfile\""),
+            (#"[{"Node": {"Name": ""}, "UserProfile": {"LoginName": "a@example.com"}}]"#, "Node.Name is empty"),
+            (#"[{"Node": {"Name": "a."}, "UserProfile": {}}]"#, "LoginName is empty"),
+            (
+                #"[{"Node": {"Name": "a.", "Addresses": ["nope"]}, "UserProfile": {"LoginName": "a@example.com"}}]"#,
+                "not an IP prefix"
+            ),
+            (
+                #"[{"Node": {"Name": "a.", "ID": "x"}, "UserProfile": {"LoginName": "a@example.com"}}]"#,
+                "identity 1: Node.ID"
+            ),
+        ])
     func errors(_ text: String, _ expected: String) {
         do {
             _ = try DevIdentities.parse(Data(text.utf8))
@@ -143,7 +166,8 @@ struct DevIdentitiesTests {
 
     @Test("null entries are addresses the tailnet does not know")
     func nullEntries() throws {
-        let identities = try DevIdentities.parse(Data(#"[{"Node": {"Name": "a."}, "UserProfile": {"LoginName": "a@example.com"}}, null]"#.utf8))
+        let identities = try DevIdentities.parse(
+            Data(#"[{"Node": {"Name": "a."}, "UserProfile": {"LoginName": "a@example.com"}}, null]"#.utf8))
         let tailnet = SimulatedTailnet(socketPath: "/unused", identities: identities)
         #expect(tailnet.resolve(address: "127.0.0.1:1")?.userProfile.loginName == "a@example.com")
         #expect(tailnet.resolve(address: "127.0.0.2:1") == nil)

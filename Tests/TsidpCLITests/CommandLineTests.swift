@@ -6,14 +6,18 @@ import TsidpCLI
 struct CommandLineTests {
     let wip = ["TAILSCALE_USE_WIP_CODE": "1"]
 
-    func configuration(_ arguments: [String], _ environment: [String: String] = ["TAILSCALE_USE_WIP_CODE": "1"]) throws -> Configuration {
+    func configuration(_ arguments: [String], _ environment: [String: String] = ["TAILSCALE_USE_WIP_CODE": "1"]) throws
+        -> Configuration
+    {
         switch TsidpMain.parse(arguments: arguments, environment: environment) {
         case .run(let configuration): return configuration
         case .exit(let status, let output, _): throw UsageError("exit \(status): \(output)")
         }
     }
 
-    func failure(_ arguments: [String], _ environment: [String: String] = ["TAILSCALE_USE_WIP_CODE": "1"]) -> (Int32, String) {
+    func failure(_ arguments: [String], _ environment: [String: String] = ["TAILSCALE_USE_WIP_CODE": "1"]) -> (
+        Int32, String
+    ) {
         switch TsidpMain.parse(arguments: arguments, environment: environment) {
         case .run: return (0, "ran")
         case .exit(let status, let output, _): return (status, output)
@@ -36,7 +40,10 @@ struct CommandLineTests {
 
     @Test("Go spellings: -flag value, -flag=value, --flag=false")
     func goSpellings() throws {
-        let config = try configuration(["-use-local-tailscaled", "-port", "8443", "-local-port=9090", "--hostname=sso", "-dir", "/var/lib/tsidp", "--funnel=false", "-verbose=true"])
+        let config = try configuration([
+            "-use-local-tailscaled", "-port", "8443", "-local-port=9090", "--hostname=sso", "-dir", "/var/lib/tsidp",
+            "--funnel=false", "-verbose=true",
+        ])
         #expect(config.port == 8443)
         #expect(config.localPort == 9090)
         #expect(config.hostname == "sso")
@@ -51,7 +58,8 @@ struct CommandLineTests {
         let env = [
             "TAILSCALE_USE_WIP_CODE": "1", "TSIDP_PORT": "8443", "TSIDP_LOCAL_PORT": "9999", "TS_HOSTNAME": "login",
             "TS_STATE_DIR": "/data", "TSIDP_USE_LOCAL_TAILSCALED": "true", "TSIDP_LOG": "warn",
-            "TSIDP_DEBUG_ALL_REQUESTS": "1", "TSIDP_DEBUG_TSNET": "true", "TSIDP_ENABLE_STS": "true", "TSIDP_USE_FUNNEL": "1",
+            "TSIDP_DEBUG_ALL_REQUESTS": "1", "TSIDP_DEBUG_TSNET": "true", "TSIDP_ENABLE_STS": "true",
+            "TSIDP_USE_FUNNEL": "1",
             "TS_STATE": "kube:tsidp-0",
         ]
         let config = try configuration([], env)
@@ -69,19 +77,21 @@ struct CommandLineTests {
         #expect(overridden.logLevel == .error)
     }
 
-    @Test("bad values and impossible combinations exit 2 with one line", arguments: [
-        (["--port", "70000"], "out of range"),
-        (["--port", "abc"], "port"),
-        (["--local-port", "0"], "out of range"),
-        (["--log", "loud"], "invalid --log level"),
-        (["--funnel=maybe"], "invalid boolean value"),
-        (["--dev-identities", "x.json"], "only works together with --dev"),
-        (["--dev", "--use-local-tailscaled"], "cannot be combined"),
-        (["--dev", "--funnel"], "cannot be combined"),
-        (["--hostname", "no spaces"], "invalid --hostname"),
-        (["--no-such-flag"], "no-such-flag"),
-        (["--port", "8080", "--local-port", "8080"], "must differ"),
-    ])
+    @Test(
+        "bad values and impossible combinations exit 2 with one line",
+        arguments: [
+            (["--port", "70000"], "out of range"),
+            (["--port", "abc"], "port"),
+            (["--local-port", "0"], "out of range"),
+            (["--log", "loud"], "invalid --log level"),
+            (["--funnel=maybe"], "invalid boolean value"),
+            (["--dev-identities", "x.json"], "only works together with --dev"),
+            (["--dev", "--use-local-tailscaled"], "cannot be combined"),
+            (["--dev", "--funnel"], "cannot be combined"),
+            (["--hostname", "no spaces"], "invalid --hostname"),
+            (["--no-such-flag"], "no-such-flag"),
+            (["--port", "8080", "--local-port", "8080"], "must differ"),
+        ])
     func usageErrors(_ arguments: [String], _ expected: String) {
         let (status, output) = failure(arguments)
         #expect(status == 2)
@@ -106,24 +116,32 @@ struct CommandLineTests {
     @Test("features of later releases are refused by name, never ignored")
     func notYetSupported() throws {
         #expect(try configuration([]).unsupportedFeature?.contains("embedded node") == true)
-        #expect(try configuration(["--use-local-tailscaled", "--funnel"]).unsupportedFeature?.contains("--funnel") == true)
-        #expect(try configuration(["--use-local-tailscaled", "--state", "kube:tsidp"]).unsupportedFeature?.contains("kube") == true)
+        #expect(
+            try configuration(["--use-local-tailscaled", "--funnel"]).unsupportedFeature?.contains("--funnel") == true)
+        #expect(
+            try configuration(["--use-local-tailscaled", "--state", "kube:tsidp"]).unsupportedFeature?.contains("kube")
+                == true)
         #expect(try configuration(["--use-local-tailscaled", "--enable-sts"]).unsupportedFeature == nil)
-        #expect(try configuration(["--use-local-tailscaled", "--allow-insecure-registration"]).unsupportedFeature == nil)
+        #expect(
+            try configuration(["--use-local-tailscaled", "--allow-insecure-registration"]).unsupportedFeature == nil)
         #expect(try configuration(["--use-local-tailscaled"]).unsupportedFeature == nil)
         #expect(try configuration(["--dev"], [:]).unsupportedFeature == nil)
     }
 
     @Test("--help lists every flag and environment variable and exits 0")
     func help() {
-        guard case .exit(let status, let output, let toStandardError) = TsidpMain.parse(arguments: ["--help"], environment: [:]) else {
+        guard
+            case .exit(let status, let output, let toStandardError) = TsidpMain.parse(
+                arguments: ["--help"], environment: [:])
+        else {
             Issue.record("--help should exit")
             return
         }
         #expect(status == 0)
         #expect(!toStandardError)
         for flag in [
-            "--verbose", "--port", "--local-port", "--use-local-tailscaled", "--socket", "--hostname", "--dir", "--state",
+            "--verbose", "--port", "--local-port", "--use-local-tailscaled", "--socket", "--hostname", "--dir",
+            "--state",
             "--funnel", "--enable-sts", "--log", "--allow-insecure-registration", "--debug-all-requests",
             "--debug-tailscaled", "--version", "--dev", "--dev-identities",
         ] {

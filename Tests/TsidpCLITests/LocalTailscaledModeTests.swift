@@ -16,7 +16,9 @@ import Testing
 struct LocalTailscaledModeTests {
     /// A self-signed certificate for the node name, made with the openssl command.
     static func certificatePair(directory: String) throws -> String? {
-        let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first { FileManager.default.isExecutableFile(atPath: $0) }
+        let openssl = ["/usr/bin/openssl", "/usr/local/bin/openssl"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        }
         guard let openssl else { return nil }
         func run(_ arguments: [String]) throws {
             let process = Process()
@@ -38,7 +40,8 @@ struct LocalTailscaledModeTests {
     }
 
     static func freePort() throws -> Int {
-        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).wait()
+        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0)
+            .wait()
         let port = channel.localAddress!.port!
         try channel.close().wait()
         return port
@@ -61,7 +64,10 @@ struct LocalTailscaledModeTests {
         let configuration = try #require(
             {
                 if case .run(let configuration) = TsidpMain.parse(
-                    arguments: ["--use-local-tailscaled", "--socket", tailnet.socketPath, "--port", "\(port)", "--dir", directory + "/state"],
+                    arguments: [
+                        "--use-local-tailscaled", "--socket", tailnet.socketPath, "--port", "\(port)", "--dir",
+                        directory + "/state",
+                    ],
                     environment: ["TAILSCALE_USE_WIP_CODE": "1"])
                 {
                     return configuration
@@ -77,7 +83,8 @@ struct LocalTailscaledModeTests {
         let simulated = tailnet.application(logger: logger) { readyContinuation.yield() }
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.certificateVerification = .none
-        let client = HTTPClient(eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: .init(tlsConfiguration: tls))
+        let client = HTTPClient(
+            eventLoopGroup: MultiThreadedEventLoopGroup.singleton, configuration: .init(tlsConfiguration: tls))
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await simulated.run() }
             for await _ in ready { break }
@@ -85,11 +92,13 @@ struct LocalTailscaledModeTests {
             var discovery: [String: Any] = [:]
             for _ in 0..<100 {
                 if let response = try? await client.execute(
-                    HTTPClientRequest(url: "https://127.0.0.1:\(port)/.well-known/openid-configuration"), timeout: .seconds(2)),
+                    HTTPClientRequest(url: "https://127.0.0.1:\(port)/.well-known/openid-configuration"),
+                    timeout: .seconds(2)),
                     response.status == .ok
                 {
                     let body = try await response.body.collect(upTo: 1 << 20)
-                    discovery = (try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]) ?? [:]
+                    discovery =
+                        (try JSONSerialization.jsonObject(with: Data(body.readableBytesView)) as? [String: Any]) ?? [:]
                     break
                 }
                 try await Task.sleep(for: .milliseconds(100))
@@ -113,9 +122,10 @@ struct LocalTailscaledModeTests {
         let tailnet = SimulatedTailnet(socketPath: directory + "/tailscaled.sock", identities: DevIdentities.builtIn)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "test")) { readyContinuation.yield() }
-        guard case .run(let configuration) = TsidpMain.parse(
-            arguments: ["--use-local-tailscaled", "--socket", tailnet.socketPath, "--dir", directory + "/state"],
-            environment: ["TAILSCALE_USE_WIP_CODE": "1"])
+        guard
+            case .run(let configuration) = TsidpMain.parse(
+                arguments: ["--use-local-tailscaled", "--socket", tailnet.socketPath, "--dir", directory + "/state"],
+                environment: ["TAILSCALE_USE_WIP_CODE": "1"])
         else {
             Issue.record("arguments should parse")
             return
@@ -129,7 +139,9 @@ struct LocalTailscaledModeTests {
             group.cancelAll()
         }
         let missing = LocalTailscaledRunner(
-            configuration: { var c = configuration; c.socketPath = directory + "/absent.sock"; return c }(), logger: Logger(label: "test"))
+            configuration: {
+                var c = configuration; c.socketPath = directory + "/absent.sock"; return c
+            }(), logger: Logger(label: "test"))
         await #expect(throws: UsageError.self) { try await missing.run() }
     }
 }
