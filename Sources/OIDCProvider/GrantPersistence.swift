@@ -7,11 +7,8 @@ import StateStore
 /// started after the call (and so includes the change) has reached the store. While one write is
 /// in flight, every caller that arrives waits for the next one, which covers them all.
 actor GrantPersistence {
-    /// The state key of the grant file.
-    static let stateKey = "tsidp-grants.json"
-
     private let store: any StateStore
-    private let snapshot: @Sendable () throws -> Data
+    private let grants: GrantStore
     private var requested = 0
     private var completed = 0
     private var writing = false
@@ -19,9 +16,9 @@ actor GrantPersistence {
     /// How many store writes were made (tests observe batching through it).
     private(set) var writes = 0
 
-    init(store: any StateStore, snapshot: @escaping @Sendable () throws -> Data) {
+    init(store: any StateStore, grants: GrantStore) {
         self.store = store
-        self.snapshot = snapshot
+        self.grants = grants
     }
 
     /// Returns once the current in-memory state is durable.
@@ -41,11 +38,16 @@ actor GrantPersistence {
         while completed < requested {
             let target = requested
             var failure: (any Error)?
+            var buckets = Set<Int>()
             do {
-                let data = try snapshot()
-                try await store.write(Self.stateKey, data)
-                writes += 1
+                let dirty = try grants.dirtySnapshot()
+                buckets = dirty.buckets
+                if !dirty.entries.isEmpty {
+                    try await store.write(dirty.entries)
+                    writes += 1
+                }
             } catch {
+                grants.markDirty(buckets)
                 failure = error
             }
             completed = target

@@ -73,12 +73,31 @@ final class GrantStore: Sendable {
     /// one is merely unknown (`invalid_grant`) rather than a trigger for revocation.
     static let retiredTokensKept = 8
 
+    /// How many files the durable state is spread over; a write rewrites only the files whose
+    /// entries changed, so its cost does not grow with the number of logins.
+    static let bucketCount = 32
+
+    /// The bucket of a family (and of its access tokens), or of an access token of its own.
+    static func bucket(_ key: String) -> Int {
+        var hash: UInt32 = 2_166_136_261
+        for byte in key.utf8 { hash = (hash ^ UInt32(byte)) &* 16_777_619 }
+        return Int(hash % UInt32(bucketCount))
+    }
+
     struct State: Sendable {
         var codes: [String: CodeEntry] = [:]
-        var access: [String: AccessEntry] = [:]
-        var families: [String: Family] = [:]
+        var access = BucketedMap<AccessEntry>(bucket: { key, entry in GrantStore.bucket(entry.familyID ?? key) })
+        var families = BucketedMap<Family>(bucket: { key, _ in GrantStore.bucket(key) })
         /// refresh token hash → family ID, for current and retired tokens.
         var refreshIndex: [String: String] = [:]
+
+        /// Buckets changed since the last snapshot.
+        var dirty: Set<Int> { access.dirty.union(families.dirty) }
+
+        mutating func clearDirty() {
+            access.dirty.removeAll()
+            families.dirty.removeAll()
+        }
     }
 
     let state = Mutex(State())
@@ -119,53 +138,88 @@ final class GrantStore: Sendable {
         }
     }
 
-    func snapshot() throws -> Data {
-        let snapshot = state.withLock { state in
-            var own: [String: AccessEntry] = [:]
-            var referenced: [String: FamilyAccess] = [:]
-            for (key, entry) in state.access {
+    /// The state key of bucket `index`.
+    static func stateKey(bucket index: Int) -> String {
+        "tsidp-grants-" + String(format: "%02d", index) + ".json"
+    }
+
+    /// Whether `key` names a grant-state bucket.
+    static func isStateKey(_ key: String) -> Bool {
+        key.hasPrefix("tsidp-grants-") && key.hasSuffix(".json")
+    }
+
+    /// The buckets changed since the last call, serialized (`nil` for a bucket that became empty).
+    func dirtySnapshot() throws -> (entries: [String: Data?], buckets: Set<Int>) {
+        let parts: [(Int, Snapshot)] = state.withLock { state in
+            let dirty = state.dirty
+            guard !dirty.isEmpty else { return [] }
+            var result: [Int: Snapshot] = [:]
+            for index in dirty { result[index] = Snapshot(version: 1, families: [:], access: [:], familyAccess: [:]) }
+            for (id, family) in state.families.storage where dirty.contains(Self.bucket(id)) {
+                result[Self.bucket(id)]!.families[id] = family
+            }
+            for (key, entry) in state.access.storage {
+                let index = Self.bucket(entry.familyID ?? key)
+                guard dirty.contains(index) else { continue }
                 if let familyID = entry.familyID, let family = state.families[familyID], entry.actor == nil,
                     family.grant.identity == entry.grant.identity, family.grant.clientID == entry.grant.clientID
                 {
-                    referenced[key] = FamilyAccess(
+                    result[index]!.familyAccess![key] = FamilyAccess(
                         familyID: familyID, scopes: entry.grant.scopes, resources: entry.grant.resources,
                         audience: entry.audience, expiresAt: entry.expiresAt, issuedAt: entry.issuedAt, jti: entry.jti)
                 } else {
-                    own[key] = entry
+                    result[index]!.access[key] = entry
                 }
             }
-            return Snapshot(version: 1, families: state.families, access: own, familyAccess: referenced)
+            state.clearDirty()
+            return result.sorted { $0.key < $1.key }
         }
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .secondsSince1970
         encoder.outputFormatting = [.sortedKeys]
-        return try encoder.encode(snapshot)
+        var entries: [String: Data?] = [:]
+        for (index, snapshot) in parts {
+            let empty = snapshot.families.isEmpty && snapshot.access.isEmpty && (snapshot.familyAccess ?? [:]).isEmpty
+            entries[Self.stateKey(bucket: index)] = empty ? .none : .some(try encoder.encode(snapshot))
+        }
+        return (entries, Set(parts.map(\.0)))
     }
 
-    func restore(_ data: Data, now: Date) throws {
+    /// Marks buckets for the next snapshot again (after a failed write).
+    func markDirty(_ buckets: Set<Int>) {
+        state.withLock { state in state.families.dirty.formUnion(buckets) }
+    }
+
+    /// Loads the buckets written by an earlier run.
+    func restore(_ buckets: [Data], now: Date) throws {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .secondsSince1970
-        let snapshot = try decoder.decode(Snapshot.self, from: data)
-        guard snapshot.version == 1 else {
-            throw KeyFileError("grant state has format version \(snapshot.version); this tsidp reads version 1")
+        let snapshots = try buckets.map { try decoder.decode(Snapshot.self, from: $0) }
+        if let bad = snapshots.first(where: { $0.version != 1 }) {
+            throw KeyFileError("grant state has format version \(bad.version); this tsidp reads version 1")
         }
         state.withLock { state in
-            state.families = snapshot.families.filter { $0.value.expiresAt > now }
-            state.access = snapshot.access.filter { $0.value.expiresAt > now }
-            for (key, item) in snapshot.familyAccess ?? [:] where item.expiresAt > now {
-                guard let family = state.families[item.familyID] else { continue }
-                var grant = family.grant
-                grant.scopes = item.scopes
-                grant.resources = item.resources
-                state.access[key] = AccessEntry(
-                    grant: grant, audience: item.audience, expiresAt: item.expiresAt, issuedAt: item.issuedAt,
-                    familyID: item.familyID, jti: item.jti, actor: nil)
+            for snapshot in snapshots {
+                for (id, family) in snapshot.families where family.expiresAt > now { state.families[id] = family }
+            }
+            for snapshot in snapshots {
+                for (key, entry) in snapshot.access where entry.expiresAt > now { state.access[key] = entry }
+                for (key, item) in snapshot.familyAccess ?? [:] where item.expiresAt > now {
+                    guard let family = state.families[item.familyID] else { continue }
+                    var grant = family.grant
+                    grant.scopes = item.scopes
+                    grant.resources = item.resources
+                    state.access[key] = AccessEntry(
+                        grant: grant, audience: item.audience, expiresAt: item.expiresAt, issuedAt: item.issuedAt,
+                        familyID: item.familyID, jti: item.jti, actor: nil)
+                }
             }
             state.refreshIndex = [:]
-            for (id, family) in state.families {
+            for (id, family) in state.families.storage {
                 state.refreshIndex[family.currentTokenHash] = id
                 for retired in family.retiredTokenHashes { state.refreshIndex[retired] = id }
             }
+            state.clearDirty()
         }
     }
 
@@ -361,14 +415,12 @@ final class GrantStore: Sendable {
     func sweep(now: Date) -> Bool {
         state.withLock { state in
             state.codes = state.codes.filter { $0.value.expiresAt > now }
-            let accessBefore = state.access.count
-            state.access = state.access.filter { $0.value.expiresAt > now }
-            var changed = accessBefore != state.access.count
-            for (id, family) in state.families where family.expiresAt <= now {
+            var changed = state.access.removeAll { $0.expiresAt <= now } > 0
+            for (id, family) in state.families.storage where family.expiresAt <= now {
                 Self.revokeFamily(id, in: &state)
                 changed = true
             }
-            for (id, family) in state.families {
+            for (id, family) in state.families.storage {
                 let live = family.accessTokens.filter { state.access[$0] != nil }
                 if live.count != family.accessTokens.count { state.families[id]?.accessTokens = live }
             }
@@ -380,8 +432,8 @@ final class GrantStore: Sendable {
     func purge(clientID: String) {
         state.withLock { state in
             state.codes = state.codes.filter { $0.value.grant.clientID != clientID }
-            state.access = state.access.filter { $0.value.grant.clientID != clientID }
-            for (id, family) in state.families where family.grant.clientID == clientID {
+            state.access.removeAll { $0.grant.clientID == clientID }
+            for (id, family) in state.families.storage where family.grant.clientID == clientID {
                 Self.revokeFamily(id, in: &state)
             }
         }
@@ -411,4 +463,44 @@ public struct ActorClaim: Sendable, Codable, Equatable {
     enum CodingKeys: String, CodingKey {
         case sub, clientID = "client_id", act
     }
+}
+
+/// A dictionary that remembers which buckets its changes touched.
+struct BucketedMap<Value: Sendable>: Sendable {
+    private(set) var storage: [String: Value] = [:]
+    var dirty = Set<Int>()
+    let bucket: @Sendable (String, Value) -> Int
+
+    init(bucket: @escaping @Sendable (String, Value) -> Int) {
+        self.bucket = bucket
+    }
+
+    subscript(key: String) -> Value? {
+        get { storage[key] }
+        set {
+            if let old = storage[key] { dirty.insert(bucket(key, old)) }
+            if let newValue { dirty.insert(bucket(key, newValue)) }
+            storage[key] = newValue
+        }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey key: String) -> Value? {
+        guard let old = storage.removeValue(forKey: key) else { return nil }
+        dirty.insert(bucket(key, old))
+        return old
+    }
+
+    /// Removes the entries `predicate` selects; returns how many.
+    @discardableResult
+    mutating func removeAll(where predicate: (Value) -> Bool) -> Int {
+        let doomed = storage.filter { predicate($0.value) }
+        for (key, value) in doomed {
+            storage[key] = nil
+            dirty.insert(bucket(key, value))
+        }
+        return doomed.count
+    }
+
+    var count: Int { storage.count }
 }

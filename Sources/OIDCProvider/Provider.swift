@@ -71,7 +71,7 @@ public final class Provider: Sendable {
         self.store = grantStore
         self.reidentify = reidentify
         let grants = self.grants
-        self.persistence = grantStore.map { GrantPersistence(store: $0, snapshot: { try grants.snapshot() }) }
+        self.persistence = grantStore.map { GrantPersistence(store: $0, grants: grants) }
     }
 
     /// Loads the grant state written by an earlier run; expired entries are dropped.
@@ -79,14 +79,20 @@ public final class Provider: Sendable {
     /// - Important: A damaged grant file stops start-up (it is left untouched); delete it to start
     ///   with no sessions.
     public func restoreGrants() async throws {
-        guard let store, let data = try await store.read(GrantPersistence.stateKey), !data.isEmpty else { return }
+        guard let store else { return }
+        var buckets: [Data] = []
+        for key in try await store.keys() where GrantStore.isStateKey(key) {
+            guard let data = try await store.read(key), !data.isEmpty else { continue }
+            buckets.append(data)
+        }
         do {
-            try grants.restore(data, now: now())
+            try grants.restore(buckets, now: now())
         } catch let error as KeyFileError {
             throw error
         } catch {
             throw KeyFileError(
-                "\(GrantPersistence.stateKey) in \(store.description) is damaged; remove it to start without sessions")
+                "the grant state (tsidp-grants-*.json) in \(store.description) is damaged; remove those files to start without sessions"
+            )
         }
     }
 

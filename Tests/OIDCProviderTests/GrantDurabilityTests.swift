@@ -70,7 +70,11 @@ struct GrantDurabilityTests {
         let body = Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)
         let refresh = try #require(body["refresh_token"] as? String)
         let access = try #require(body["access_token"] as? String)
-        let stored = String(decoding: try #require(try await rig.store.read("tsidp-grants.json")), as: UTF8.self)
+        var stored = ""
+        for key in try await rig.store.keys() where key.hasPrefix("tsidp-grants-") {
+            stored += String(decoding: try #require(try await rig.store.read(key)), as: UTF8.self)
+        }
+        #expect(stored.contains("userid") || stored.contains("alice@example.com"))
         #expect(!stored.contains(refresh))
         #expect(!stored.contains(access))
 
@@ -115,6 +119,24 @@ struct GrantDurabilityTests {
             provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
             secret: rig.setup.secret)
         for token in tokens { #expect(await again.refresh(token).status == 200) }
+    }
+
+    @Test("a write rewrites only the buckets it changed")
+    func bucketedWrites() async throws {
+        let store = SlowStore()
+        let rig = try await rig(store: store)
+        for _ in 0..<40 { _ = await rig.setup.redeem(try await rig.setup.code()) }
+        let keys = try await store.keys().filter { $0.hasPrefix("tsidp-grants-") }
+        #expect(keys.count > 10, "40 logins should spread over many buckets: \(keys)")
+        let before = try await store.inner.keys()
+        var contents: [String: Data] = [:]
+        for key in before { contents[key] = try await store.read(key) }
+        _ = await rig.setup.redeem(try await rig.setup.code())
+        var changed = 0
+        for key in try await store.keys() where key.hasPrefix("tsidp-grants-") {
+            if try await store.read(key) != contents[key] { changed += 1 }
+        }
+        #expect(changed == 1)
     }
 
     @Test("a failed store write answers 503 and issues nothing")
@@ -181,11 +203,11 @@ struct GrantDurabilityTests {
 
     @Test("a damaged grant file stops start-up and is left untouched")
     func damaged() async throws {
-        let store = MemoryStateStore(["tsidp-grants.json": Data("{\"version\": 1, \"families\": 5}".utf8)])
+        let store = MemoryStateStore(["tsidp-grants-07.json": Data("{\"version\": 1, \"families\": 5}".utf8)])
         let base = try await Fixtures.provider()
         await #expect(throws: KeyFileError.self) {
             try await self.provider(base, store: store, tailnet: Tailnet(Fixtures.alice()))
         }
-        #expect(try await store.read("tsidp-grants.json") == Data("{\"version\": 1, \"families\": 5}".utf8))
+        #expect(try await store.read("tsidp-grants-07.json") == Data("{\"version\": 1, \"families\": 5}".utf8))
     }
 }
