@@ -9,9 +9,14 @@ public struct CallerIdentity: Sendable {
     /// The application capability under which tsidp's grants are read.
     public let capabilityName: String
 
-    public init(localAPI: LocalAPIClient, capabilityName: String) {
+    /// Nodes that are never a caller: tsidp's own node (a local process connecting to the node's
+    /// own address would otherwise act as the node's owner).
+    public let excludedNodeStableIDs: Set<String>
+
+    public init(localAPI: LocalAPIClient, capabilityName: String, excludedNodeStableIDs: Set<String> = []) {
         self.localAPI = localAPI
         self.capabilityName = capabilityName
+        self.excludedNodeStableIDs = excludedNodeStableIDs
     }
 
     /// WhoIs for `address`.
@@ -20,13 +25,24 @@ public struct CallerIdentity: Sendable {
     ///   fallback identity.
     public func identify(address: String?) async throws(IdentityFailure) -> UserIdentity {
         guard let address else { throw .unknownDevice("the connection has no peer address") }
+        let whois: WhoIsResponse
         do {
-            return convert(try await localAPI.whoIs(address: address))
+            whois = try await localAPI.whoIs(address: address)
         } catch LocalAPIError.peerNotFound {
             throw .unknownDevice("no tailnet peer at \(address)")
         } catch {
             throw .unavailable("\(error)")
         }
+        guard !excludedNodeStableIDs.contains(whois.node.stableID) else {
+            throw .unknownDevice("connections from tsidp's own node have no user")
+        }
+        // An answer without IDs is not an identity (THREATS: unexpected answers fail closed).
+        guard whois.node.id != 0, whois.userProfile.id != 0,
+            whois.node.isTagged || !whois.userProfile.loginName.isEmpty
+        else {
+            throw .unknownDevice("the tailnet's answer names no user")
+        }
+        return convert(whois)
     }
 
     /// Who owns the grant's device now: WhoIs on the node's first Tailscale address, as every

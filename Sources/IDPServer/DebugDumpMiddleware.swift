@@ -3,6 +3,7 @@ import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
+import OIDCProvider
 
 /// `--debug-all-requests`: logs every request and response with secrets redacted.
 struct DebugDumpMiddleware: RouterMiddleware {
@@ -13,10 +14,25 @@ struct DebugDumpMiddleware: RouterMiddleware {
         -> Response
     {
         var request = request
-        let body = (try? await request.collectBody(upTo: context.maxUploadSize)) ?? ByteBuffer()
+        let body: ByteBuffer
+        do {
+            body = try await request.collectBody(upTo: context.maxUploadSize)
+        } catch {
+            return Responses.error(OAuthError(.invalidRequest, "the request body is too large", status: 413))
+        }
         let bodyText = String(decoding: body.readableBytesView, as: UTF8.self)
         let type = (request.headers[.contentType] ?? "").lowercased()
-        let shownBody = type.contains("json") ? Redaction.json(bodyText) : Redaction.formEncoded(bodyText)
+        let shownBody: String
+        if bodyText.isEmpty {
+            shownBody = ""
+        } else if type.hasPrefix("application/x-www-form-urlencoded") {
+            shownBody = Redaction.formEncoded(bodyText)
+        } else if type.contains("json") {
+            shownBody = Redaction.json(bodyText)
+        } else {
+            // Anything else (multipart, a mislabelled body) could hold a secret in any shape.
+            shownBody = "(\(body.readableBytes) bytes of \(type.isEmpty ? "unlabelled" : type))"
+        }
         let headers = request.headers.map {
             "\($0.name.rawName): \(Redaction.header(name: $0.name.rawName, value: $0.value))"
         }

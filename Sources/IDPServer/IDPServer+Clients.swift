@@ -69,6 +69,7 @@ extension IDPServer {
         if Self.isFunnel(request) {
             throw OAuthError(.accessDenied, "not available over Funnel", status: 401)
         }
+        try Self.checkHost(request, issuer: provider.configuration.issuer)
         if listener == .local { return }
         let caller: UserIdentity
         do {
@@ -88,19 +89,45 @@ extension IDPServer {
         }
     }
 
-    /// Refuses cross-site state-changing requests (CSRF): a browser's `Sec-Fetch-Site` must be
-    /// same-origin or none, and an `Origin` must be this server's.
+    /// Host names under which the admin surface may be reached: the issuer's, and loopback names.
+    ///
+    /// - Important: Checking `Host` (and `Origin`) against this fixed list, never against each
+    ///   other, is what defeats DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends
+    ///   `Host: evil.example`.
+    static func allowedHostNames(issuer: String) -> Set<String> {
+        var names: Set<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
+        if let host = URLComponents(string: issuer)?.host?.lowercased() { names.insert(host) }
+        return names
+    }
+
+    /// The host name of a `Host` value or of an origin's authority (port and brackets handled).
+    static func hostName(ofAuthority authority: String) -> String {
+        let lowered = authority.lowercased()
+        if lowered.hasPrefix("["), let close = lowered.firstIndex(of: "]") {
+            return String(lowered[...close])
+        }
+        return String(lowered.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+    }
+
+    /// Refuses requests whose `Host` is not one of this server's names.
+    static func checkHost(_ request: Request, issuer: String) throws {
+        let authority = request.head.authority ?? ""
+        guard allowedHostNames(issuer: issuer).contains(hostName(ofAuthority: authority)) else {
+            throw OAuthError(.accessDenied, "requests for this host name are refused")
+        }
+    }
+
+    /// Refuses cross-site requests (CSRF): a browser's `Sec-Fetch-Site` must be same-origin or
+    /// none, and an `Origin` must name one of this server's host names.
     static func checkSameOrigin(_ request: Request, issuer: String) throws {
         if let site = request.headers[.secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
             throw OAuthError(.accessDenied, "cross-site request refused")
         }
-        if let origin = request.headers[.origin], origin != "null" {
-            let host = request.head.authority ?? ""
-            let allowed = [HTML.originOf(issuer), "http://\(host)", "https://\(host)"].compactMap { $0 }
-            guard allowed.contains(origin) else {
-                throw OAuthError(.accessDenied, "cross-origin request refused")
-            }
-        } else if request.headers[.origin] == "null" {
+        guard let origin = request.headers[.origin] else { return }
+        guard let components = URLComponents(string: origin), let scheme = components.scheme,
+            scheme == "http" || scheme == "https", let host = components.host,
+            allowedHostNames(issuer: issuer).contains(host.lowercased())
+        else {
             throw OAuthError(.accessDenied, "cross-origin request refused")
         }
     }
@@ -168,6 +195,9 @@ extension IDPServer {
         router.post("/register") { request, context -> Response in
             var request = request
             do {
+                // Registration is authorised by who the caller is (WhoIs), which a browser carries
+                // to any site: only same-origin or non-browser callers may use it.
+                try Self.checkSameOrigin(request, issuer: issuer)
                 try await requireRight(.registration, request: request, context: context, listener: listener)
                 let body = try await Self.readBody(&request, context: context)
                 let registration: RegistrationRequest
@@ -222,11 +252,9 @@ extension IDPServer {
                 if !created.client.scope.isEmpty { members.append(("scope", .string(created.client.scope))) }
                 var headers = HTTPFields()
                 headers[.cacheControl] = "no-store"
-                return Self.withCORS(
-                    Responses.json(Array(JSONText.object(members).utf8), status: .created, headers: headers),
-                    methods: "POST, OPTIONS")
+                return Responses.json(Array(JSONText.object(members).utf8), status: .created, headers: headers)
             } catch let error as OAuthError {
-                return Self.withCORS(Responses.error(error), methods: "POST, OPTIONS")
+                return Responses.error(error)
             }
         }
         router.post("/keys/rotate") { request, context -> Response in
@@ -236,6 +264,5 @@ extension IDPServer {
             logger.info("signing keys rotated", metadata: ["kid": "\(provider.keys.signingKey.kid)"])
             return Responses.json(provider.keys.jwksDocument)
         }
-        router.on("/register", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
     }
 }

@@ -24,13 +24,16 @@ extension IDPServer {
                 request, context: context, form: form, legacyNode: context.parameters.get("node"))
         }
         router.post("/token") { request, context -> Response in
+            let browser = request.headers[.origin] != nil
             var request = request
             return Self.withCORS(
                 try await formEndpoint(&request, context: context) { form, authorization in
                     let identity = self.identity
                     let peer = context.peerAddressText
+                    // Legacy grants are bound to the relying party's node. A browser on that node
+                    // must not redeem them for a web page, so requests with an Origin get no node.
                     return await provider.token(form, authorization: authorization) {
-                        try? await identity.identify(address: peer).nodeID
+                        browser ? nil : try? await identity.identify(address: peer).nodeID
                     }
                 }, methods: "POST, OPTIONS")
         }

@@ -68,7 +68,12 @@ public struct IDPServer: Sendable {
             }
             var response = Responses.json(
                 provider.discoveryDocument(includeRegistration: !Self.isFunnel(request), legacyNodeID: legacyNode))
-            response.headers[.cacheControl] = legacyNode == nil ? "public, max-age=300" : "private, no-cache"
+            guard legacyNode == nil else {
+                // A document naming the caller's node is not for other sites' scripts.
+                response.headers[.cacheControl] = "private, no-cache"
+                return response
+            }
+            response.headers[.cacheControl] = "public, max-age=300"
             return Self.withCORS(response, methods: "GET, OPTIONS")
         }
         for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {

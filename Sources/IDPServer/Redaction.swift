@@ -58,7 +58,9 @@ public enum Redaction {
 
     /// A header value, or the marker for credential headers.
     public static func header(name: String, value: String) -> String {
-        secretHeaders.contains(name.lowercased()) ? marker : (name.lowercased() == "location" ? url(value) : value)
+        let lowered = name.lowercased()
+        if secretHeaders.contains(lowered) { return marker }
+        return lowered == "location" || lowered == "referer" ? url(value) : value
     }
 
     private static func decodeName(_ text: Substring) throws -> String {

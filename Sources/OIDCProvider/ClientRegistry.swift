@@ -13,6 +13,7 @@ public actor ClientRegistry {
 
     private let store: any StateStore
     private var clients: [String: Client] = [:]
+    private var lastWrite: Task<Void, any Error>?
 
     init(store: any StateStore, clients: [String: Client]) {
         self.store = store
@@ -166,10 +167,19 @@ public actor ClientRegistry {
         }
     }
 
+    /// Writes the registry. Writes are chained in the order their snapshots were taken, so a
+    /// slower earlier write can never land after a later one and bring back an old registry.
     func persist() async throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(clients)
-        try await store.write(Self.stateKey, data)
+        let previous = lastWrite
+        let store = self.store
+        let write = Task {
+            _ = await previous?.result
+            try await store.write(Self.stateKey, data)
+        }
+        lastWrite = write
+        try await write.value
     }
 }

@@ -39,6 +39,9 @@ final class GrantStore: Sendable {
         var redeemed = false
         var mintedFamily: String?
         var mintedAccessToken: String?
+        /// Replayed before the first redemption had recorded its tokens: they are revoked as soon
+        /// as they are recorded.
+        var poisoned = false
     }
 
     struct AccessEntry: Sendable, Codable, Equatable {
@@ -261,6 +264,7 @@ final class GrantStore: Sendable {
                 if let access = entry.mintedAccessToken, state.access.removeValue(forKey: access) != nil {
                     revoked = true
                 }
+                if entry.mintedFamily == nil && entry.mintedAccessToken == nil { entry.poisoned = true }
                 entry.mintedFamily = nil
                 entry.mintedAccessToken = nil
                 state.codes[key] = entry
@@ -280,8 +284,48 @@ final class GrantStore: Sendable {
     func recordMinted(code: String, familyID: String?, accessTokenHash: String) {
         state.withLock { state in
             let key = Self.hash(code)
+            if state.codes[key]?.poisoned == true {
+                if let familyID { Self.revokeFamily(familyID, in: &state) }
+                state.access.removeValue(forKey: accessTokenHash)
+                return
+            }
             state.codes[key]?.mintedFamily = familyID
             state.codes[key]?.mintedAccessToken = accessTokenHash
+        }
+    }
+
+    /// Undoes a redemption whose tokens could not be stored: the code can be redeemed again and
+    /// what it minted is gone.
+    func rollbackRedemption(code: String) {
+        state.withLock { state in
+            let key = Self.hash(code)
+            guard var entry = state.codes[key], !entry.poisoned else { return }
+            if let family = entry.mintedFamily { Self.revokeFamily(family, in: &state) }
+            if let access = entry.mintedAccessToken { state.access.removeValue(forKey: access) }
+            entry.redeemed = false
+            entry.mintedFamily = nil
+            entry.mintedAccessToken = nil
+            state.codes[key] = entry
+        }
+    }
+
+    /// A copy of a family, to restore after a rotation that could not be stored.
+    func family(_ id: String) -> Family? {
+        state.withLock { $0.families[id] }
+    }
+
+    /// Puts a family back as it was before a rotation whose result could not be stored: the
+    /// presented refresh token is current again, and tokens minted by the rotation are gone.
+    func rollbackRotation(familyID: String, to previous: Family, nextToken: String) {
+        state.withLock { state in
+            guard state.families[familyID] != nil else { return }
+            state.refreshIndex[Self.hash(nextToken)] = nil
+            let minted = state.access.storage.filter {
+                $0.value.familyID == familyID && !previous.accessTokens.contains($0.key)
+            }.map(\.key)
+            for key in minted { state.access.removeValue(forKey: key) }
+            state.families[familyID] = previous
+            state.refreshIndex[previous.currentTokenHash] = familyID
         }
     }
 
@@ -425,6 +469,16 @@ final class GrantStore: Sendable {
                 if live.count != family.accessTokens.count { state.families[id]?.accessTokens = live }
             }
             return changed
+        }
+    }
+
+    /// Ends every legacy-flow grant (when the legacy flow has been turned off); returns whether any
+    /// existed.
+    func revokeNodeBoundFamilies() -> Bool {
+        state.withLock { state in
+            let bound = state.families.storage.filter { $0.value.grant.boundNodeID != nil }.map(\.key)
+            for id in bound { Self.revokeFamily(id, in: &state) }
+            return !bound.isEmpty
         }
     }
 

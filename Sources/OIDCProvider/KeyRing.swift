@@ -146,7 +146,7 @@ public final class KeyRing: Sendable {
         return true
     }
 
-    private func update(_ change: @Sendable ([Entry]) throws -> [Entry]) async throws {
+    private func update(_ change: @escaping @Sendable ([Entry]) throws -> [Entry]) async throws {
         guard let writer else {
             state.withLock { state in
                 if let next = try? change(state.entries) {
@@ -312,8 +312,18 @@ actor KeyRingWriter {
         self.store = store
     }
 
-    func serialize(_ body: @Sendable () async throws -> Void) async throws {
-        try await body()
+    private var last: Task<Void, any Error>?
+
+    /// Runs `body` after every change submitted before it has finished (actors alone are
+    /// reentrant across `await`, which would let two rotations read the same ring).
+    func serialize(_ body: @escaping @Sendable () async throws -> Void) async throws {
+        let previous = last
+        let task = Task {
+            _ = await previous?.result
+            try await body()
+        }
+        last = task
+        try await task.value
     }
 }
 

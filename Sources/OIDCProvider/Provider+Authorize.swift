@@ -47,6 +47,15 @@ extension Provider {
                 } catch let error as OAuthError {
                     return .errorPage(OAuthError(.invalidRequest, "The redirect_uri is not usable: \(error.message)."))
                 }
+                // A registered client's ID must not be borrowed by the legacy flow: its tokens would
+                // be accepted by that client's relying party.
+                guard await clients.client(id) == nil else {
+                    return .errorPage(
+                        OAuthError(
+                            .invalidRequest,
+                            "Client \(Self.clip(id)) is registered; its sign-in requests go to /authorize, not to the legacy link."
+                        ))
+                }
                 client = Client.legacy(clientID: id, redirectURI: uri, nodeID: legacyNodeID)
             } else {
                 guard let found = await clients.client(id) else {

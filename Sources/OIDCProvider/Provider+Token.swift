@@ -150,6 +150,11 @@ extension Provider {
             throw OAuthError(.invalidRequest, "code is required")
         }
         let current = now()
+        // A code presented by another client is refused without using it up, so that whoever
+        // intercepted it cannot make the real client's redemption look like a replay.
+        if let pending = grants.peekCode(code), pending.clientID != client.clientID {
+            throw OAuthError(.invalidGrant, "the code was issued to another client")
+        }
         var grant: AuthorizationGrant
         switch grants.redeemCode(code, now: current) {
         case .unknown: throw OAuthError(.invalidGrant, "the code is invalid")
@@ -177,7 +182,13 @@ extension Provider {
         }
         grant.resources = try tokenResources(form, grant: grant)
         let response = try issue(grant: grant, client: client, issuedAt: current, code: code, familyID: nil)
-        try await persist()
+        do {
+            try await persist()
+        } catch {
+            // The tokens never reach the client: let it try again with the same code.
+            grants.rollbackRedemption(code: code)
+            throw error
+        }
         return response
     }
 
@@ -255,6 +266,7 @@ extension Provider {
         if let requested { issued.scopes = requested }
         let next = RandomToken.make(bytes: 32)
         let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
+        let before = grants.family(familyID)
         switch grants.rotate(
             presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID, grant: grant)
         {
@@ -267,7 +279,14 @@ extension Provider {
         }
         let response = try issue(
             grant: issued, client: client, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
-        try await persist()
+        do {
+            try await persist()
+        } catch {
+            // The new tokens never reach the client: the presented token stays current, so its
+            // retry is not mistaken for reuse.
+            if let before { grants.rollbackRotation(familyID: familyID, to: before, nextToken: next) }
+            throw error
+        }
         return response
     }
 

@@ -90,18 +90,20 @@ extension Provider {
         } else {
             token = RandomToken.make(bytes: 32)
         }
+        // The new token lives no longer than the subject token and dies with its login (family), so
+        // exchanging cannot outlast a revocation.
+        let expiresAt = min(current.addingTimeInterval(configuration.accessTokenLifetime), subject.expiresAt)
         _ = grants.storeAccessToken(
             token,
             entry: .init(
-                grant: grant, audience: allowed,
-                expiresAt: current.addingTimeInterval(configuration.accessTokenLifetime),
-                issuedAt: current, familyID: nil, jti: jti, actor: actor))
+                grant: grant, audience: allowed, expiresAt: expiresAt, issuedAt: current, familyID: subject.familyID,
+                jti: jti, actor: actor))
         try await persist()
         let members: [(String, JSONValue)] = [
             ("access_token", .string(token)),
             ("issued_token_type", .string(TokenType.accessToken)),
             ("token_type", .string("Bearer")),
-            ("expires_in", .int(Int64(configuration.accessTokenLifetime))),
+            ("expires_in", .int(Int64(max(0, expiresAt.timeIntervalSince(current).rounded(.down))))),
             ("scope", .string(scopes.joined(separator: " "))),
         ]
         return TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil)

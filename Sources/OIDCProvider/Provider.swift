@@ -87,6 +87,9 @@ public final class Provider: Sendable {
         }
         do {
             try grants.restore(buckets, now: now())
+            if !configuration.allowInsecureRegistration, grants.revokeNodeBoundFamilies() {
+                try await persist()
+            }
         } catch let error as KeyFileError {
             throw error
         } catch {

@@ -48,7 +48,9 @@ struct LocalTailscaledRunner {
         }
         let store = try Runner.openStore(stateDirectory)
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
-        let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
+        let caller = CallerIdentity(
+            localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
+            excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
         let provider = try await Runner.makeProvider(
             store: store, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration,
             logger: logger)

@@ -3,10 +3,13 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
-import IDPServer
+import Logging
 import NIOCore
 import OIDCProvider
+import Tailnet
 import Testing
+
+@testable import IDPServer
 
 let funnelHeader = HTTPField.Name("Tailscale-Funnel-Request")!
 
@@ -324,6 +327,38 @@ struct ClientsHTTPTests {
         }
     }
 
+    @Test("DNS rebinding: a foreign Host or Origin cannot reach the admin API")
+    func rebinding() async throws {
+        try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
+            for (authority, allowed) in [
+                ("evil.example:8080", false), ("localhost:8080", true), ("127.0.0.1:9", true), ("[::1]:8080", true),
+                ("LOCALHOST", true), ("localhost.evil.example", false),
+            ] {
+                let request = Request(
+                    head: HTTPRequest(method: .get, scheme: "http", authority: authority, path: "/clients/"),
+                    body: .init(buffer: ByteBuffer()))
+                let passed = (try? IDPServer.checkHost(request, issuer: "http://localhost:8080")) != nil
+                #expect(passed == allowed, "\(authority)")
+            }
+            let (base, body) = form("name=x&redirect_uri=https%3A%2F%2Fa.example.com")
+            var sameSiteLie = base
+            sameSiteLie[.origin] = "http://evil.example:8080"
+            sameSiteLie[HTTPField.Name("Sec-Fetch-Site")!] = "same-origin"
+            #expect(
+                try await client.execute(uri: "/clients/new", method: .post, headers: sameSiteLie, body: body).status
+                    == .forbidden)
+            var json = HTTPFields()
+            json[.contentType] = "application/json"
+            json[.origin] = "https://evil.example"
+            let registration = try await client.execute(
+                uri: "/register", method: .post, headers: json,
+                body: ByteBuffer(string: #"{"redirect_uris":["https://evil.example/cb"]}"#))
+            #expect(registration.status == .forbidden)
+            #expect(registration.headers[.accessControlAllowOrigin] == nil)
+            #expect(await harness.provider.clients.all().isEmpty)
+        }
+    }
+
     @Test("dynamic client registration (RFC 7591)")
     func registration() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
@@ -369,6 +404,21 @@ struct ClientsHTTPTests {
 
 @Suite("HTTP: logs never carry secrets")
 struct LoggingHTTPTests {
+    @Test("--debug-all-requests never prints bodies it cannot redact")
+    func debugDumpOpaqueBodies() async throws {
+        try await Harness.run(debugAllRequests: true) {
+            (harness: Harness, client: any TestClientProtocol) async throws in
+            var headers = HTTPFields()
+            headers[.contentType] = "multipart/form-data; boundary=x"
+            headers[.referer] = "https://app.example.com/cb?code=refcode123"
+            let body =
+                "--x\r\nContent-Disposition: form-data; name=\"client_secret\"\r\n\r\nsupersecret123\r\n--x--\r\n"
+            _ = try await client.execute(uri: "/token", method: .post, headers: headers, body: ByteBuffer(string: body))
+            #expect(!harness.capture.text.contains("supersecret123"))
+            #expect(!harness.capture.text.contains("refcode123"))
+        }
+    }
+
     @Test("--debug-all-requests dumps requests and responses with every secret redacted")
     func debugDumpRedacts() async throws {
         try await Harness.run(debugAllRequests: true) {
@@ -400,6 +450,42 @@ struct LoggingHTTPTests {
             for secret in [code, registered.secret, access, refresh, idToken, "statevalue123", "noncevalue123"] {
                 #expect(!log.contains(secret), "a secret reached the log")
             }
+        }
+    }
+}
+
+@Suite("Caller identity")
+struct CallerIdentityTests {
+    @Test("tsidp's own node and answers without IDs are no identity")
+    func excluded() async throws {
+        let directory = NSTemporaryDirectory() + "/tsidp-self-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var anonymous = Harness.identity(login: "", rules: [])
+        anonymous.node.id = 0
+        let tailnet = SimulatedTailnet(
+            socketPath: directory + "/s.sock",
+            identities: [Harness.identity(login: "alice@example.com", rules: []), anonymous])
+        let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
+        let app = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
+        func attempt(_ caller: CallerIdentity, _ address: String) async -> String? {
+            do {
+                return try await caller.identify(address: address).loginName
+            } catch {
+                return nil
+            }
+        }
+        await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await app.run() }
+            for await _ in ready { break }
+            let localAPI = LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5))
+            let normal = CallerIdentity(localAPI: localAPI, capabilityName: "tailscale.com/cap/tsidp")
+            #expect(await attempt(normal, "127.0.0.1:5000") == "alice@example.com")
+            #expect(await attempt(normal, "127.0.0.2:5000") == nil)
+            let selfExcluded = CallerIdentity(
+                localAPI: localAPI, capabilityName: "tailscale.com/cap/tsidp", excludedNodeStableIDs: ["nA"])
+            #expect(await attempt(selfExcluded, "127.0.0.1:5000") == nil)
+            group.cancelAll()
         }
     }
 }

@@ -211,3 +211,46 @@ struct GrantDurabilityTests {
         #expect(try await store.read("tsidp-grants-07.json") == Data("{\"version\": 1, \"families\": 5}".utf8))
     }
 }
+
+@Suite("Failed writes do not punish the client's retry")
+struct FailedWriteRetryTests {
+    @Test("a code whose tokens could not be stored can be redeemed again")
+    func codeRetry() async throws {
+        let store = SlowStore()
+        let base = try await Fixtures.provider()
+        let provider = Provider(
+            configuration: ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp"), keys: base.provider.keys,
+            clients: base.provider.clients, grantStore: store, now: { base.clock.now })
+        let setup = Fixtures.Setup(
+            provider: provider, clock: base.clock, store: base.store, client: base.client, secret: base.secret)
+        let code = try await setup.code()
+        store.failing.withLock { $0 = true }
+        #expect(await setup.redeem(code).status == 503)
+        store.failing.withLock { $0 = false }
+        let retry = await setup.redeem(code)
+        #expect(retry.status == 200)
+        let refresh = try #require(Fixtures.json(retry.body)["refresh_token"] as? String)
+        store.failing.withLock { $0 = true }
+        #expect(await setup.refresh(refresh).status == 503)
+        store.failing.withLock { $0 = false }
+        let again = await setup.refresh(refresh)
+        #expect(
+            again.status == 200, "the retry must not count as reuse: \(String(decoding: again.body, as: UTF8.self))")
+    }
+
+    @Test("a code presented by another client is not used up")
+    func foreignClientDoesNotBurn() async throws {
+        let setup = try await Fixtures.provider()
+        var registration = ClientRegistry.Registration(name: "Public", redirectURIs: [Fixtures.redirect])
+        registration.tokenEndpointAuthMethod = "none"
+        let other = try await setup.provider.clients.register(registration)
+        let code = try await setup.code()
+        let stolen = await setup.provider.token(
+            Fixtures.query([
+                ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", Fixtures.redirect),
+                ("client_id", other.client.clientID),
+            ]), authorization: nil)
+        #expect(Fixtures.json(stolen.body)["error"] as? String == "invalid_grant")
+        #expect(await setup.redeem(code).status == 200)
+    }
+}

@@ -71,3 +71,57 @@ struct LegacyFlowTests {
         #expect(discovery["authorization_endpoint"] as? String == Fixtures.issuer + "/authorize")
     }
 }
+
+@Suite("Legacy flow boundaries")
+struct LegacyBoundaryTests {
+    @Test("a registered client's ID cannot be borrowed by the legacy flow")
+    func registeredIDRefused() async throws {
+        let store = MemoryStateStore()
+        var settings = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp")
+        settings.allowInsecureRegistration = true
+        let provider = Provider(
+            configuration: settings, keys: try await KeyRing.load(from: store),
+            clients: try await ClientRegistry.load(from: store))
+        let registered = try await provider.clients.register(.init(name: "Grafana", redirectURIs: [Fixtures.redirect]))
+        let result = await provider.authorize(
+            Fixtures.query([
+                ("client_id", registered.client.clientID), ("redirect_uri", "https://evil.example.com/cb"),
+                ("response_type", "code"),
+            ]), legacyNodeID: 7
+        ) { () async throws(IdentityFailure) -> UserIdentity in Fixtures.alice() }
+        guard case .errorPage = result else {
+            Issue.record("expected an error page, got \(result)")
+            return
+        }
+    }
+
+    @Test("legacy grants end when the legacy flow is turned off")
+    func turnedOff() async throws {
+        let store = MemoryStateStore()
+        let keys = try await KeyRing.load(from: store)
+        let clients = try await ClientRegistry.load(from: store)
+        var on = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp")
+        on.allowInsecureRegistration = true
+        let first = Provider(configuration: on, keys: keys, clients: clients, grantStore: store)
+        let code = try #require(
+            Fixtures.redirectParameters(
+                await first.authorize(
+                    Fixtures.query([
+                        ("client_id", "unused"), ("redirect_uri", "https://pve.example.com"), ("response_type", "code"),
+                        ("scope", "openid"),
+                    ]),
+                    legacyNodeID: 7
+                ) { () async throws(IdentityFailure) -> UserIdentity in Fixtures.alice() })["code"])
+        let token = await first.token(
+            Fixtures.query([
+                ("grant_type", "authorization_code"), ("code", code), ("redirect_uri", "https://pve.example.com"),
+            ]),
+            authorization: nil, callerNodeID: { 7 })
+        let access = try #require(Fixtures.json(token.body)["access_token"] as? String)
+        let off = Provider(
+            configuration: ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp"), keys: keys, clients: clients,
+            grantStore: store)
+        try await off.restoreGrants()
+        #expect(off.userInfo(accessToken: access).status == 401)
+    }
+}
