@@ -14,6 +14,8 @@ public actor ClientRegistry {
     private let store: any StateStore
     private var clients: [String: Client] = [:]
     private var lastWrite: Task<Void, any Error>?
+    /// How many dynamically registered clients may exist at once.
+    static let dynamicRegistrationLimit = 1000
 
     init(store: any StateStore, clients: [String: Client]) {
         self.store = store
@@ -108,6 +110,14 @@ public actor ClientRegistry {
         }
         for scope in Scope.parse(registration.scope) where !Scope.isValidToken(scope) {
             throw OAuthError(.invalidClientMetadata, "scope \(scope) is not a valid scope token")
+        }
+        if registration.dynamicallyRegistered,
+            clients.values.lazy.filter(\.dynamicallyRegistered).count >= Self.dynamicRegistrationLimit
+        {
+            throw OAuthError(
+                .invalidClientMetadata,
+                "tsidp holds \(Self.dynamicRegistrationLimit) dynamically registered clients already; delete unused ones first"
+            )
         }
         var id = RandomToken.hex(bytes: 16)
         while clients[id] != nil { id = RandomToken.hex(bytes: 16) }

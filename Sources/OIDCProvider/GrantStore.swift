@@ -238,8 +238,26 @@ final class GrantStore: Sendable {
         state.withLock { state in state.refreshIndex[Self.hash(token)].flatMap { state.families[$0]?.grant } }
     }
 
-    func storeCode(_ code: String, grant: AuthorizationGrant, expiresAt: Date) {
-        state.withLock { $0.codes[Self.hash(code)] = CodeEntry(grant: grant, expiresAt: expiresAt) }
+    /// Outstanding (unredeemed, unexpired) codes allowed per user and client, and in all.
+    static let codesPerUserAndClient = 32
+    static let codesInAll = 100_000
+
+    /// Stores a new code; returns false when the caller already holds too many outstanding codes
+    /// (a loop on `/authorize` must not grow memory without bound).
+    func storeCode(_ code: String, grant: AuthorizationGrant, expiresAt: Date, now: Date) -> Bool {
+        state.withLock { state in
+            if state.codes.count >= Self.codesInAll {
+                state.codes = state.codes.filter { $0.value.expiresAt > now }
+                guard state.codes.count < Self.codesInAll else { return false }
+            }
+            let outstanding = state.codes.values.lazy.filter {
+                !$0.redeemed && $0.expiresAt > now && $0.grant.clientID == grant.clientID
+                    && $0.grant.identity.userID == grant.identity.userID
+            }.count
+            guard outstanding < Self.codesPerUserAndClient else { return false }
+            state.codes[Self.hash(code)] = CodeEntry(grant: grant, expiresAt: expiresAt)
+            return true
+        }
     }
 
     enum CodeLookup {

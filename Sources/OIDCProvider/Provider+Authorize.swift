@@ -205,7 +205,14 @@ extension Provider {
                 codeChallengeMethod: method, resources: resources, identity: identity, authTime: authTime,
                 boundNodeID: legacyNodeID)
             let code = RandomToken.make(bytes: 32)
-            grants.storeCode(code, grant: grant, expiresAt: issuedAt.addingTimeInterval(configuration.codeLifetime))
+            guard
+                grants.storeCode(
+                    code, grant: grant, expiresAt: issuedAt.addingTimeInterval(configuration.codeLifetime),
+                    now: issuedAt)
+            else {
+                return fail(
+                    OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
+            }
             var fields: [(String, String)] = [("code", code)]
             if let state { fields.append(("state", state)) }
             fields.append(("iss", configuration.issuer))

@@ -218,6 +218,16 @@ struct AuthorizeTests {
                 == "invalid_request")
     }
 
+    @Test("outstanding codes per user and client are bounded")
+    func codeCap() async throws {
+        let setup = try await Fixtures.provider()
+        for _ in 0..<32 { #expect(Fixtures.redirectParameters(await authorize(setup, base(setup)))["code"] != nil) }
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup)))["error"] == "temporarily_unavailable")
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup), identity: Fixtures.bob))["code"] != nil)
+        setup.clock.advance(301)
+        #expect(Fixtures.redirectParameters(await authorize(setup, base(setup)))["code"] != nil)
+    }
+
     @Test("a repeated parameter is invalid_request")
     func repeated() async throws {
         let setup = try await Fixtures.provider()
