@@ -94,12 +94,18 @@ final class GrantStore: Sendable {
         /// refresh token hash → family ID, for current and retired tokens.
         var refreshIndex: [String: String] = [:]
 
+        /// Encoded text of each family and access token, valid until the entry changes.
+        var familyCache: [String: String] = [:]
+        var accessCache: [String: (byFamily: Bool, text: String)] = [:]
+
         /// Buckets changed since the last snapshot.
         var dirty: Set<Int> { access.dirty.union(families.dirty) }
 
         mutating func clearDirty() {
             access.dirty.removeAll()
             families.dirty.removeAll()
+            access.changed.removeAll()
+            families.changed.removeAll()
         }
     }
 
@@ -153,39 +159,85 @@ final class GrantStore: Sendable {
 
     /// The buckets changed since the last call, serialized (`nil` for a bucket that became empty).
     func dirtySnapshot() throws -> (entries: [String: Data?], buckets: Set<Int>) {
-        let parts: [(Int, Snapshot)] = state.withLock { state in
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        encoder.outputFormatting = [.sortedKeys]
+        func json(_ value: some Encodable) throws -> String {
+            String(decoding: try encoder.encode(value), as: UTF8.self)
+        }
+        return try state.withLock { state in
             let dirty = state.dirty
-            guard !dirty.isEmpty else { return [] }
-            var result: [Int: Snapshot] = [:]
-            for index in dirty { result[index] = Snapshot(version: 1, families: [:], access: [:], familyAccess: [:]) }
-            for (id, family) in state.families.storage where dirty.contains(Self.bucket(id)) {
-                result[Self.bucket(id)]!.families[id] = family
+            guard !dirty.isEmpty else { return ([:], []) }
+            // Entries are encoded once and cached; a write re-encodes only what changed since the
+            // last one, and assembles its buckets from the cached text.
+            for id in state.families.changed {
+                state.familyCache[id] = nil
+                for key in state.families[id]?.accessTokens ?? [] { state.accessCache[key] = nil }
+            }
+            for key in state.access.changed { state.accessCache[key] = nil }
+            state.families.changed.removeAll()
+            state.access.changed.removeAll()
+
+            var families: [Int: [(String, String)]] = [:]
+            var own: [Int: [(String, String)]] = [:]
+            var referenced: [Int: [(String, String)]] = [:]
+            for (id, family) in state.families.storage {
+                let index = Self.bucket(id)
+                guard dirty.contains(index) else { continue }
+                let text: String
+                if let cached = state.familyCache[id] {
+                    text = cached
+                } else {
+                    text = try json(family)
+                    state.familyCache[id] = text
+                }
+                families[index, default: []].append((id, text))
             }
             for (key, entry) in state.access.storage {
                 let index = Self.bucket(entry.familyID ?? key)
                 guard dirty.contains(index) else { continue }
+                if let cached = state.accessCache[key] {
+                    if cached.byFamily {
+                        referenced[index, default: []].append((key, cached.text))
+                    } else {
+                        own[index, default: []].append((key, cached.text))
+                    }
+                    continue
+                }
                 if let familyID = entry.familyID, let family = state.families[familyID], entry.actor == nil,
                     family.grant.identity == entry.grant.identity, family.grant.clientID == entry.grant.clientID
                 {
-                    result[index]!.familyAccess![key] = FamilyAccess(
-                        familyID: familyID, scopes: entry.grant.scopes, resources: entry.grant.resources,
-                        audience: entry.audience, expiresAt: entry.expiresAt, issuedAt: entry.issuedAt, jti: entry.jti)
+                    let text = try json(
+                        FamilyAccess(
+                            familyID: familyID, scopes: entry.grant.scopes, resources: entry.grant.resources,
+                            audience: entry.audience, expiresAt: entry.expiresAt, issuedAt: entry.issuedAt,
+                            jti: entry.jti))
+                    state.accessCache[key] = (true, text)
+                    referenced[index, default: []].append((key, text))
                 } else {
-                    result[index]!.access[key] = entry
+                    let text = try json(entry)
+                    state.accessCache[key] = (false, text)
+                    own[index, default: []].append((key, text))
                 }
             }
             state.clearDirty()
-            return result.sorted { $0.key < $1.key }
+
+            func members(_ items: [(String, String)]?) -> String {
+                (items ?? []).sorted { $0.0 < $1.0 }.map { JSONText.quote($0.0) + ":" + $0.1 }.joined(separator: ",")
+            }
+            var entries: [String: Data?] = [:]
+            for index in dirty {
+                if families[index] == nil && own[index] == nil && referenced[index] == nil {
+                    entries[Self.stateKey(bucket: index)] = .none
+                    continue
+                }
+                let text =
+                    "{\"access\":{\(members(own[index]))},\"families\":{\(members(families[index]))},"
+                    + "\"family_access\":{\(members(referenced[index]))},\"version\":1}"
+                entries[Self.stateKey(bucket: index)] = .some(Data(text.utf8))
+            }
+            return (entries, dirty)
         }
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .secondsSince1970
-        encoder.outputFormatting = [.sortedKeys]
-        var entries: [String: Data?] = [:]
-        for (index, snapshot) in parts {
-            let empty = snapshot.families.isEmpty && snapshot.access.isEmpty && (snapshot.familyAccess ?? [:]).isEmpty
-            entries[Self.stateKey(bucket: index)] = empty ? .none : .some(try encoder.encode(snapshot))
-        }
-        return (entries, Set(parts.map(\.0)))
     }
 
     /// Marks buckets for the next snapshot again (after a failed write).
@@ -541,6 +593,8 @@ public struct ActorClaim: Sendable, Codable, Equatable {
 struct BucketedMap<Value: Sendable>: Sendable {
     private(set) var storage: [String: Value] = [:]
     var dirty = Set<Int>()
+    /// Keys changed since the last snapshot.
+    var changed = Set<String>()
     let bucket: @Sendable (String, Value) -> Int
 
     init(bucket: @escaping @Sendable (String, Value) -> Int) {
@@ -552,6 +606,7 @@ struct BucketedMap<Value: Sendable>: Sendable {
         set {
             if let old = storage[key] { dirty.insert(bucket(key, old)) }
             if let newValue { dirty.insert(bucket(key, newValue)) }
+            changed.insert(key)
             storage[key] = newValue
         }
     }
@@ -560,6 +615,7 @@ struct BucketedMap<Value: Sendable>: Sendable {
     mutating func removeValue(forKey key: String) -> Value? {
         guard let old = storage.removeValue(forKey: key) else { return nil }
         dirty.insert(bucket(key, old))
+        changed.insert(key)
         return old
     }
 
@@ -570,6 +626,7 @@ struct BucketedMap<Value: Sendable>: Sendable {
         for (key, value) in doomed {
             storage[key] = nil
             dirty.insert(bucket(key, value))
+            changed.insert(key)
         }
         return doomed.count
     }
