@@ -119,3 +119,30 @@ struct PrimitiveTests {
         #expect(!Grants([]).allowAdminUI)
     }
 }
+
+@Suite("Encodings against Foundation")
+struct EncodingCrossCheckTests {
+    @Test("base64url matches Foundation's base64 for every length and byte value")
+    func base64urlMatchesFoundation() {
+        for length in 0..<70 {
+            let bytes = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ length) }
+            let expected = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == expected, "length \(length)")
+            #expect(Base64URL.decode(expected).map(Array.init) == bytes)
+        }
+        #expect(Base64URL.encode(Array(0...255)).count == 342)
+    }
+
+    @Test("random tokens have the right length and alphabet and do not repeat")
+    func randomTokens() {
+        let tokens = (0..<200).map { _ in RandomToken.make(bytes: 32) }
+        #expect(Set(tokens).count == 200)
+        #expect(
+            tokens.allSatisfy {
+                $0.count == 43 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" }
+            })
+        let hex = RandomToken.hex(bytes: 16)
+        #expect(hex.count == 32 && hex.allSatisfy(\.isHexDigit))
+    }
+}
