@@ -98,6 +98,24 @@ final class GrantStore: Sendable {
         var familyCache: [String: String] = [:]
         var accessCache: [String: (byFamily: Bool, text: String)] = [:]
 
+        /// Unredeemed codes per user and client, kept in step with `codes` by ``setCode(_:_:)``.
+        var pending: [String: Int] = [:]
+
+        static func pendingKey(_ grant: AuthorizationGrant) -> String { "\(grant.identity.userID)|\(grant.clientID)" }
+
+        /// Sets or removes a code, keeping the per-user-and-client count of unredeemed codes.
+        mutating func setCode(_ key: String, _ entry: CodeEntry?) {
+            if let old = codes[key], !old.redeemed { pending[Self.pendingKey(old.grant), default: 1] -= 1 }
+            if let entry, !entry.redeemed { pending[Self.pendingKey(entry.grant), default: 0] += 1 }
+            codes[key] = entry
+        }
+
+        /// Recounts after codes were filtered wholesale (sweeps, purges).
+        mutating func recountPending() {
+            pending = [:]
+            for entry in codes.values where !entry.redeemed { pending[Self.pendingKey(entry.grant), default: 0] += 1 }
+        }
+
         /// Buckets changed since the last snapshot.
         var dirty: Set<Int> { access.dirty.union(families.dirty) }
 
@@ -298,16 +316,17 @@ final class GrantStore: Sendable {
     /// (a loop on `/authorize` must not grow memory without bound).
     func storeCode(_ code: String, grant: AuthorizationGrant, expiresAt: Date, now: Date) -> Bool {
         state.withLock { state in
-            if state.codes.count >= Self.codesInAll {
+            if state.codes.count >= Self.codesInAll
+                || state.pending[State.pendingKey(grant), default: 0] >= Self.codesPerUserAndClient
+            {
+                // Expired codes still count until swept; sweep before refusing.
                 state.codes = state.codes.filter { $0.value.expiresAt > now }
-                guard state.codes.count < Self.codesInAll else { return false }
+                state.recountPending()
             }
-            let outstanding = state.codes.values.lazy.filter {
-                !$0.redeemed && $0.expiresAt > now && $0.grant.clientID == grant.clientID
-                    && $0.grant.identity.userID == grant.identity.userID
-            }.count
-            guard outstanding < Self.codesPerUserAndClient else { return false }
-            state.codes[Self.hash(code)] = CodeEntry(grant: grant, expiresAt: expiresAt)
+            guard state.codes.count < Self.codesInAll,
+                state.pending[State.pendingKey(grant), default: 0] < Self.codesPerUserAndClient
+            else { return false }
+            state.setCode(Self.hash(code), CodeEntry(grant: grant, expiresAt: expiresAt))
             return true
         }
     }
@@ -337,15 +356,15 @@ final class GrantStore: Sendable {
                 if entry.mintedFamily == nil && entry.mintedAccessToken == nil { entry.poisoned = true }
                 entry.mintedFamily = nil
                 entry.mintedAccessToken = nil
-                state.codes[key] = entry
+                state.setCode(key, entry)
                 return .replayed(revoked: revoked)
             }
             guard entry.expiresAt > now else {
-                state.codes[key] = nil
+                state.setCode(key, nil)
                 return .expired
             }
             entry.redeemed = true
-            state.codes[key] = entry
+            state.setCode(key, entry)
             return .valid(entry.grant)
         }
     }
@@ -375,7 +394,7 @@ final class GrantStore: Sendable {
             entry.redeemed = false
             entry.mintedFamily = nil
             entry.mintedAccessToken = nil
-            state.codes[key] = entry
+            state.setCode(key, entry)
         }
     }
 
@@ -529,6 +548,7 @@ final class GrantStore: Sendable {
     func sweep(now: Date) -> Bool {
         state.withLock { state in
             state.codes = state.codes.filter { $0.value.expiresAt > now }
+            state.recountPending()
             var changed = state.access.removeAll { $0.expiresAt <= now } > 0
             for (id, family) in state.families.storage where family.expiresAt <= now {
                 Self.revokeFamily(id, in: &state)
@@ -556,6 +576,7 @@ final class GrantStore: Sendable {
     func purge(clientID: String) {
         state.withLock { state in
             state.codes = state.codes.filter { $0.value.grant.clientID != clientID }
+            state.recountPending()
             state.access.removeAll { $0.grant.clientID == clientID }
             for (id, family) in state.families.storage where family.grant.clientID == clientID {
                 Self.revokeFamily(id, in: &state)
