@@ -172,7 +172,17 @@ final class GrantStore: Sendable {
 
     /// Whether `key` names a grant-state bucket.
     static func isStateKey(_ key: String) -> Bool {
-        key.hasPrefix("tsidp-grants-") && key.hasSuffix(".json")
+        key.hasPrefix("tsidp-grants-") && key.hasSuffix(".json") && !isLogKey(key)
+    }
+
+    /// The journal entry with sequence number `sequence`.
+    static func logKey(_ sequence: Int) -> String {
+        "tsidp-grants-log-" + String(format: "%010d", sequence) + ".json"
+    }
+
+    /// Whether `key` names a journal entry.
+    static func isLogKey(_ key: String) -> Bool {
+        key.hasPrefix("tsidp-grants-log-") && key.hasSuffix(".json")
     }
 
     /// The buckets changed since the last call, serialized (`nil` for a bucket that became empty).
@@ -246,7 +256,7 @@ final class GrantStore: Sendable {
             var entries: [String: Data?] = [:]
             for index in dirty {
                 if families[index] == nil && own[index] == nil && referenced[index] == nil {
-                    entries[Self.stateKey(bucket: index)] = .none
+                    entries.updateValue(nil, forKey: Self.stateKey(bucket: index))
                     continue
                 }
                 let text =
@@ -258,24 +268,128 @@ final class GrantStore: Sendable {
         }
     }
 
+    /// The changes since the last delta, as a journal entry.
+    struct Delta: Codable {
+        var families: [String: Family?]
+        var access: [String: AccessEntry?]
+        var familyAccess: [String: FamilyAccess?]
+
+        enum CodingKeys: String, CodingKey {
+            case families, access, familyAccess = "family_access"
+        }
+    }
+
+    /// The entries changed since the last call, as journal text (`nil` when nothing changed), and
+    /// the keys it covers (to hand back with ``requeue(_:)`` if the write fails). Buckets stay
+    /// dirty until a ``dirtySnapshot()`` compacts them.
+    func delta() throws -> (text: Data?, families: Set<String>, access: Set<String>) {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .secondsSince1970
+        encoder.outputFormatting = [.sortedKeys]
+        return try state.withLock { state in
+            let familyKeys = state.families.changed
+            let accessKeys = state.access.changed
+            guard !familyKeys.isEmpty || !accessKeys.isEmpty else { return (nil, [], []) }
+            state.families.changed.removeAll()
+            state.access.changed.removeAll()
+            var familyMembers: [String] = []
+            var ownMembers: [String] = []
+            var referencedMembers: [String] = []
+            var touchedAccess = accessKeys
+            for id in familyKeys.sorted() {
+                state.familyCache[id] = nil
+                for key in state.families[id]?.accessTokens ?? [] {
+                    state.accessCache[key] = nil
+                    touchedAccess.insert(key)
+                }
+                let text: String
+                if let family = state.families[id] {
+                    text = String(decoding: try encoder.encode(family), as: UTF8.self)
+                    state.familyCache[id] = text
+                } else {
+                    text = "null"
+                }
+                familyMembers.append(JSONText.quote(id) + ":" + text)
+            }
+            for key in touchedAccess.sorted() {
+                state.accessCache[key] = nil
+                guard let entry = state.access[key] else {
+                    ownMembers.append(JSONText.quote(key) + ":null")
+                    referencedMembers.append(JSONText.quote(key) + ":null")
+                    continue
+                }
+                if let familyID = entry.familyID, let family = state.families[familyID], entry.actor == nil,
+                    family.grant.identity == entry.grant.identity, family.grant.clientID == entry.grant.clientID
+                {
+                    let text = String(
+                        decoding: try encoder.encode(
+                            FamilyAccess(
+                                familyID: familyID, scopes: entry.grant.scopes, resources: entry.grant.resources,
+                                audience: entry.audience, expiresAt: entry.expiresAt, issuedAt: entry.issuedAt,
+                                jti: entry.jti)), as: UTF8.self)
+                    state.accessCache[key] = (true, text)
+                    referencedMembers.append(JSONText.quote(key) + ":" + text)
+                } else {
+                    let text = String(decoding: try encoder.encode(entry), as: UTF8.self)
+                    state.accessCache[key] = (false, text)
+                    ownMembers.append(JSONText.quote(key) + ":" + text)
+                }
+            }
+            let text =
+                "{\"access\":{\(ownMembers.joined(separator: ","))},\"families\":{\(familyMembers.joined(separator: ","))},"
+                + "\"family_access\":{\(referencedMembers.joined(separator: ","))}}"
+            return (Data(text.utf8), familyKeys, accessKeys)
+        }
+    }
+
+    /// Hands changed keys back after a failed journal write.
+    func requeue(families: Set<String>, access: Set<String>) {
+        state.withLock { state in
+            state.families.changed.formUnion(families)
+            state.access.changed.formUnion(access)
+        }
+    }
+
     /// Marks buckets for the next snapshot again (after a failed write).
     func markDirty(_ buckets: Set<Int>) {
         state.withLock { state in state.families.dirty.formUnion(buckets) }
     }
 
     /// Loads the buckets written by an earlier run.
-    func restore(_ buckets: [Data], now: Date) throws {
+    func restore(_ buckets: [Data], logs: [Data] = [], now: Date) throws {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .secondsSince1970
         let snapshots = try buckets.map { try decoder.decode(Snapshot.self, from: $0) }
         if let bad = snapshots.first(where: { $0.version != 1 }) {
             throw KeyFileError("grant state has format version \(bad.version); this tsidp reads version 1")
         }
+        // Buckets, then the journal on top of them, in order; `null` deletes.
+        var families: [String: Family] = [:]
+        var own: [String: AccessEntry] = [:]
+        var referenced: [String: FamilyAccess] = [:]
+        for snapshot in snapshots {
+            families.merge(snapshot.families) { $1 }
+            own.merge(snapshot.access) { $1 }
+            referenced.merge(snapshot.familyAccess ?? [:]) { $1 }
+        }
+        for data in logs {
+            let delta = try decoder.decode(Delta.self, from: data)
+            for (id, family) in delta.families { families[id] = family }
+            for (key, entry) in delta.access {
+                own[key] = entry
+                if entry == nil { referenced[key] = nil }
+            }
+            for (key, item) in delta.familyAccess {
+                referenced[key] = item
+                if item == nil { own[key] = nil }
+            }
+        }
+        let merged = Snapshot(version: 1, families: families, access: own, familyAccess: referenced)
         state.withLock { state in
-            for snapshot in snapshots {
+            for snapshot in [merged] {
                 for (id, family) in snapshot.families where family.expiresAt > now { state.families[id] = family }
             }
-            for snapshot in snapshots {
+            for snapshot in [merged] {
                 for (key, entry) in snapshot.access where entry.expiresAt > now { state.access[key] = entry }
                 for (key, item) in snapshot.familyAccess ?? [:] where item.expiresAt > now {
                     guard let family = state.families[item.familyID] else { continue }
@@ -293,6 +407,9 @@ final class GrantStore: Sendable {
                 for retired in family.retiredTokenHashes { state.refreshIndex[retired] = id }
             }
             state.clearDirty()
+            // The journal's changes are not in the bucket files yet: the next compaction must
+            // rewrite every bucket before it deletes the journal.
+            if !logs.isEmpty { state.families.dirty = Set(0..<Self.bucketCount) }
         }
     }
 

@@ -81,12 +81,21 @@ public final class Provider: Sendable {
     public func restoreGrants() async throws {
         guard let store else { return }
         var buckets: [Data] = []
-        for key in try await store.keys() where GrantStore.isStateKey(key) {
-            guard let data = try await store.read(key), !data.isEmpty else { continue }
-            buckets.append(data)
+        var logs: [Data] = []
+        var logKeys: [String] = []
+        for key in try await store.keys().sorted() {
+            if GrantStore.isLogKey(key) {
+                guard let data = try await store.read(key), !data.isEmpty else { continue }
+                logs.append(data)
+                logKeys.append(key)
+            } else if GrantStore.isStateKey(key) {
+                guard let data = try await store.read(key), !data.isEmpty else { continue }
+                buckets.append(data)
+            }
         }
+        await persistence?.resume(journal: logKeys)
         do {
-            try grants.restore(buckets, now: now())
+            try grants.restore(buckets, logs: logs, now: now())
             if !configuration.allowInsecureRegistration, grants.revokeNodeBoundFamilies() {
                 try await persist()
             }

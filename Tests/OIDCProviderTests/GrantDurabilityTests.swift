@@ -1,9 +1,10 @@
 import AnyJSON
 import Foundation
-import OIDCProvider
 import StateStore
 import Synchronization
 import Testing
+
+@testable import OIDCProvider
 
 /// A store that takes its time, so that concurrent writers overlap.
 final class SlowStore: StateStore {
@@ -121,22 +122,42 @@ struct GrantDurabilityTests {
         for token in tokens { #expect(await again.refresh(token).status == 200) }
     }
 
-    @Test("a write rewrites only the buckets it changed")
-    func bucketedWrites() async throws {
+    @Test("a write appends a small journal entry; compaction rewrites buckets and clears the journal")
+    func journal() async throws {
         let store = SlowStore()
         let rig = try await rig(store: store)
-        for _ in 0..<40 { _ = await rig.setup.redeem(try await rig.setup.code()) }
-        let keys = try await store.keys().filter { $0.hasPrefix("tsidp-grants-") }
-        #expect(keys.count > 10, "40 logins should spread over many buckets: \(keys)")
-        let before = try await store.inner.keys()
-        var contents: [String: Data] = [:]
-        for key in before { contents[key] = try await store.read(key) }
-        _ = await rig.setup.redeem(try await rig.setup.code())
-        var changed = 0
-        for key in try await store.keys() where key.hasPrefix("tsidp-grants-") {
-            if try await store.read(key) != contents[key] { changed += 1 }
+        var tokens: [String] = []
+        for _ in 0..<70 {
+            let body = Fixtures.json(await rig.setup.redeem(try await rig.setup.code()).body)
+            tokens.append(try #require(body["refresh_token"] as? String))
         }
-        #expect(changed == 1)
+        let keys = try await store.keys()
+        let journal = keys.filter { $0.hasPrefix("tsidp-grants-log-") }
+        let buckets = keys.filter { $0.hasPrefix("tsidp-grants-") && !$0.hasPrefix("tsidp-grants-log-") }
+        #expect(
+            journal.count < 64, "compaction must have cleared the journal once: \(journal.count) \(journal.prefix(3))")
+        #expect(buckets.count > 10)
+        let before = Set(keys)
+        _ = await rig.setup.redeem(try await rig.setup.code())
+        let added = Set(try await store.keys()).subtracting(before)
+        #expect(added.count == 1 && added.first?.hasPrefix("tsidp-grants-log-") == true)
+        // A restart replays buckets and journal: every login survives.
+        let restarted = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
+        let again = Fixtures.Setup(
+            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
+            secret: rig.setup.secret)
+        for token in tokens { #expect(await again.refresh(token).status == 200) }
+        // After the restart the journal continues and the next compaction still loses nothing.
+        var latest: [String] = []
+        for _ in 0..<70 {
+            let body = Fixtures.json(await again.redeem(try await again.code()).body)
+            latest.append(try #require(body["refresh_token"] as? String))
+        }
+        let third = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
+        let last = Fixtures.Setup(
+            provider: third, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
+            secret: rig.setup.secret)
+        for token in latest { #expect(await last.refresh(token).status == 200) }
     }
 
     @Test("a failed store write answers 503 and issues nothing")
@@ -252,5 +273,24 @@ struct FailedWriteRetryTests {
             ]), authorization: nil)
         #expect(Fixtures.json(stolen.body)["error"] as? String == "invalid_grant")
         #expect(await setup.redeem(code).status == 200)
+    }
+}
+
+@Suite("Grant snapshots")
+struct GrantSnapshotTests {
+    @Test("a bucket that becomes empty is deleted, not left behind with revoked grants")
+    func emptiedBucketIsDeleted() throws {
+        let grants = GrantStore()
+        let grant = AuthorizationGrant(
+            clientID: "c", redirectURI: Fixtures.redirect, scopes: ["openid"], nonce: nil, codeChallenge: nil,
+            codeChallengeMethod: nil, resources: [], identity: Fixtures.alice(), authTime: Date())
+        let family = grants.startFamily(grant: grant, refreshToken: "r1", expiresAt: Date().addingTimeInterval(60))
+        let first = try grants.dirtySnapshot()
+        let key = GrantStore.stateKey(bucket: GrantStore.bucket(family))
+        #expect(first.entries[key] != nil)
+        grants.revokeFamily(family)
+        let second = try grants.dirtySnapshot()
+        #expect(second.entries.keys.contains(key))
+        #expect(second.entries[key] == .some(nil))
     }
 }
