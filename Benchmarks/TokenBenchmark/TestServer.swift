@@ -9,22 +9,6 @@ import OIDCProvider
 import StateStore
 import Tailnet
 
-/// A one-shot signal that tasks can wait for.
-actor Signal {
-    private var fired = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    func fire() {
-        fired = true
-        for waiter in waiters { waiter.resume() }
-        waiters.removeAll()
-    }
-
-    func wait() async {
-        if fired { return }
-        await withCheckedContinuation { waiters.append($0) }
-    }
-}
 
 /// tsidp running in this process as `tsidp --dev` wires it (`Runner.runDevelopment()`): a
 /// simulated tailnet on a private unix socket with the built-in identity, the provider over a
@@ -70,7 +54,7 @@ struct TestServer: Sendable {
         let socketDirectory = try SystemInfo.makeTemporaryDirectory(prefix: "tsidp-bench-sock")
         let socketPath = socketDirectory + "/tailscaled.sock"
         let tailnet = SimulatedTailnet(socketPath: socketPath, identities: identities)
-        let simulatedReady = Signal()
+        let simulatedReady = ReadySignal()
         let simulated = tailnet.application(logger: logger) { await simulatedReady.fire() }
 
         let port = try await freePort()
@@ -97,7 +81,7 @@ struct TestServer: Sendable {
             provider: provider, identity: caller, options: options, logger: logger,
             readiness: { (try? await localAPI.status()) != nil })
 
-        let serverReady = Signal()
+        let serverReady = ReadySignal()
         var app = Application(
             router: server.router(for: .tailnet),
             configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),

@@ -207,22 +207,6 @@ struct IdentityReloadService: Service {
     }
 }
 
-/// A one-shot signal that tasks can wait for.
-actor ReadySignal {
-    private var fired = false
-    private var waiters: [CheckedContinuation<Void, Never>] = []
-
-    func fire() {
-        fired = true
-        for waiter in waiters { waiter.resume() }
-        waiters.removeAll()
-    }
-
-    func wait() async {
-        if fired { return }
-        await withCheckedContinuation { waiters.append($0) }
-    }
-}
 
 /// Once a minute: forgets expired codes and tokens, and rotates signing keys when due.
 struct SweepService: Service {
