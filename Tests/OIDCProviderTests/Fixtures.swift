@@ -77,6 +77,16 @@ enum Fixtures {
 }
 
 extension Fixtures.Setup {
+    /// The same clock, store and client, served by `provider` (a restarted one, say).
+    func with(provider: Provider) -> Fixtures.Setup {
+        Fixtures.Setup(provider: provider, clock: clock, store: store, client: client, secret: secret)
+    }
+
+    /// The same provider, acting as another registered client.
+    func with(client: Client, secret: String) -> Fixtures.Setup {
+        Fixtures.Setup(provider: provider, clock: clock, store: store, client: client, secret: secret)
+    }
+
     /// Runs `/authorize` as `identity` and returns the code.
     func code(
         identity: UserIdentity = Fixtures.alice(), scope: String = "openid email profile",

@@ -60,8 +60,7 @@ struct GrantDurabilityTests {
         let base = try await Fixtures.provider()
         let tailnet = Tailnet(Fixtures.alice())
         let provider = try await provider(base, store: store, tailnet: tailnet)
-        let setup = Fixtures.Setup(
-            provider: provider, clock: base.clock, store: base.store, client: base.client, secret: base.secret)
+        let setup = base.with(provider: provider)
         return Rig(setup: setup, store: store, tailnet: tailnet)
     }
 
@@ -81,16 +80,12 @@ struct GrantDurabilityTests {
 
         let restarted = try await provider(rig.setup, store: rig.store, tailnet: rig.tailnet)
         #expect(restarted.userInfo(accessToken: access).status == 200)
-        let again = Fixtures.Setup(
-            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
-            secret: rig.setup.secret)
+        let again = rig.setup.with(provider: restarted)
         let refreshed = await again.refresh(refresh)
         #expect(refreshed.status == 200)
         // The rotation was persisted: after another restart the old token is a reuse.
         let third = try await provider(rig.setup, store: rig.store, tailnet: rig.tailnet)
-        let replay = Fixtures.Setup(
-            provider: third, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
-            secret: rig.setup.secret)
+        let replay = rig.setup.with(provider: third)
         #expect(Fixtures.json(await replay.refresh(refresh).body)["error"] as? String == "invalid_grant")
     }
 
@@ -116,9 +111,7 @@ struct GrantDurabilityTests {
         #expect(tokens.count == 16)
         #expect(writes < 16, "expected batched writes, got \(writes)")
         let restarted = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
-        let again = Fixtures.Setup(
-            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
-            secret: rig.setup.secret)
+        let again = rig.setup.with(provider: restarted)
         for token in tokens { #expect(await again.refresh(token).status == 200) }
     }
 
@@ -143,9 +136,7 @@ struct GrantDurabilityTests {
         #expect(added.count == 1 && added.first?.hasPrefix("tsidp-grants-log-") == true)
         // A restart replays buckets and journal: every login survives.
         let restarted = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
-        let again = Fixtures.Setup(
-            provider: restarted, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
-            secret: rig.setup.secret)
+        let again = rig.setup.with(provider: restarted)
         for token in tokens { #expect(await again.refresh(token).status == 200) }
         // After the restart the journal continues and the next compaction still loses nothing.
         var latest: [String] = []
@@ -154,9 +145,7 @@ struct GrantDurabilityTests {
             latest.append(try #require(body["refresh_token"] as? String))
         }
         let third = try await provider(rig.setup, store: store, tailnet: rig.tailnet)
-        let last = Fixtures.Setup(
-            provider: third, clock: rig.setup.clock, store: rig.setup.store, client: rig.setup.client,
-            secret: rig.setup.secret)
+        let last = rig.setup.with(provider: third)
         for token in latest { #expect(await last.refresh(token).status == 200) }
     }
 
@@ -242,8 +231,7 @@ struct FailedWriteRetryTests {
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp"), keys: base.provider.keys,
             clients: base.provider.clients, grantStore: store, now: { base.clock.now })
-        let setup = Fixtures.Setup(
-            provider: provider, clock: base.clock, store: base.store, client: base.client, secret: base.secret)
+        let setup = base.with(provider: provider)
         let code = try await setup.code()
         store.failing.withLock { $0 = true }
         #expect(await setup.redeem(code).status == 503)

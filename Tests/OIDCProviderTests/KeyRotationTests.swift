@@ -73,9 +73,7 @@ struct KeyRotationTests {
             var registration = ClientRegistry.Registration(name: "App", redirectURIs: [Fixtures.redirect])
             registration.idTokenSignedResponseAlg = algorithm
             let created = try await setup.provider.clients.register(registration)
-            let other = Fixtures.Setup(
-                provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client,
-                secret: created.secret!)
+            let other = setup.with(client: created.client, secret: created.secret!)
             let body = Fixtures.json(await other.redeem(try await other.code()).body)
             let idToken = try #require(body["id_token"] as? String)
             let header =
@@ -99,9 +97,7 @@ struct KeyRotationTests {
         registration.accessTokenFormat = "jwt"
         registration.scope = "openid read:metrics"
         let created = try await setup.provider.clients.register(registration)
-        let jwtClient = Fixtures.Setup(
-            provider: setup.provider, clock: setup.clock, store: setup.store, client: created.client,
-            secret: created.secret!)
+        let jwtClient = setup.with(client: created.client, secret: created.secret!)
         let body = Fixtures.json(await jwtClient.redeem(try await jwtClient.code(scope: "openid read:metrics")).body)
         let access = try #require(body["access_token"] as? String)
         let parts = access.split(separator: ".")
