@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import Foundation
+import Logging
 import NIOCore
 import NIOHTTP1
 
@@ -21,10 +22,16 @@ public struct LocalAPIClient: Sendable {
     /// Upper bound of an answer's size; LocalAPI answers tsidp asks for are a few KiB.
     static let maxResponseBytes = 4 << 20
 
-    public init(socketPath: String, timeout: TimeAmount = .seconds(10), httpClient: HTTPClient = .shared) {
+    /// Where each call is reported at debug level (`--debug-tailscaled`); `nil` reports nothing.
+    public var logger: Logger?
+
+    public init(
+        socketPath: String, timeout: TimeAmount = .seconds(10), httpClient: HTTPClient = .shared, logger: Logger? = nil
+    ) {
         self.socketPath = socketPath
         self.timeout = timeout
         self.httpClient = httpClient
+        self.logger = logger
     }
 
     /// Who owns the device behind `address` (`IP:port` or `IP`).
@@ -58,12 +65,21 @@ public struct LocalAPIClient: Sendable {
         request.method = .GET
         request.headers.replaceOrAdd(name: "Host", value: Self.hostHeader)
         request.headers.replaceOrAdd(name: "Tailscale-Cap", value: Self.capabilityVersion)
+        let path = String(pathAndQuery.split(separator: "?", maxSplits: 1).first ?? "")
+        let started = ContinuousClock.now
         let response: HTTPClientResponse
         do {
             response = try await httpClient.execute(request, timeout: timeout)
         } catch {
+            logger?.debug("LocalAPI call failed", metadata: ["path": "\(path)", "error": "\(error)"])
             throw LocalAPIError.transport("\(socketPath): \(error)")
         }
+        logger?.debug(
+            "LocalAPI call",
+            metadata: [
+                "path": "\(path)", "status": "\(response.status.code)",
+                "elapsed": "\(ContinuousClock.now - started)",
+            ])
         let body: ByteBuffer
         do {
             body = try await response.body.collect(upTo: Self.maxResponseBytes)

@@ -18,7 +18,8 @@ struct LocalTailscaledRunner {
     let logger: Logger
 
     func run() async throws {
-        let localAPI = LocalAPIClient(socketPath: configuration.socketPath)
+        let localAPI = LocalAPIClient(
+            socketPath: configuration.socketPath, logger: Runner.tailnetLogger(configuration, logger))
         let status: Status
         do {
             status = try await localAPI.status()

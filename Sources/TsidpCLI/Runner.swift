@@ -101,7 +101,8 @@ struct Runner {
         let simulated = tailnet.application(logger: logger) { await simulatedReady.fire() }
 
         let issuer = "http://localhost:\(configuration.port)"
-        let localAPI = LocalAPIClient(socketPath: socketPath, timeout: .seconds(5))
+        let localAPI = LocalAPIClient(
+            socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
         let provider = try await Self.makeProvider(
             store: store, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
@@ -135,6 +136,15 @@ struct Runner {
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+    }
+
+    /// `--debug-tailscaled`: the tailnet layer's calls logged at debug level, whatever `--log` says.
+    static func tailnetLogger(_ configuration: Configuration, _ logger: Logger) -> Logger? {
+        guard configuration.debugTailscaled else { return nil }
+        var tailnet = logger
+        tailnet.logLevel = .debug
+        tailnet[metadataKey: "component"] = "tailnet"
+        return tailnet
     }
 
     /// What every mode runs besides its tailnet listeners: the `--local-port` listener (the
@@ -206,7 +216,6 @@ struct IdentityReloadService: Service {
         }
     }
 }
-
 
 /// Once a minute: forgets expired codes and tokens, and rotates signing keys when due.
 struct SweepService: Service {

@@ -163,3 +163,40 @@ struct MisbehavingLocalAPITests {
         }
     }
 }
+
+@Suite("LocalAPI client logging")
+struct LocalAPILoggingTests {
+    final class Lines: @unchecked Sendable {
+        let lock = NIOLock()
+        var lines: [String] = []
+    }
+
+    struct Handler: LogHandler {
+        let sink: Lines
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .debug
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            sink.lock.withLock { sink.lines.append("\(event.message) \(event.metadata ?? [:])") }
+        }
+    }
+
+    @Test("with a logger (--debug-tailscaled) every call is reported, without its query")
+    func logsCalls() async throws {
+        let sink = Lines()
+        try await withSimulatedTailnet(identities: [identity(1, login: "alice@example.com")]) { tailnet, _ in
+            var logger = Logger(label: "tailnet") { _ in Handler(sink: sink) }
+            logger.logLevel = .debug
+            let client = LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5), logger: logger)
+            _ = try await client.whoIs(address: "127.0.0.1:4000")
+            _ = try? await client.whoIs(address: "198.51.100.7:1")
+        }
+        let lines = sink.lock.withLock { sink.lines }
+        #expect(lines.count == 2)
+        #expect(lines.allSatisfy { $0.contains("/localapi/v0/whois") && !$0.contains("addr=") })
+        #expect(lines.last?.contains("404") == true)
+    }
+}
