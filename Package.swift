@@ -54,10 +54,12 @@ let package = Package(
         .target(
             name: "StateStore",
             dependencies: [
-                .product(name: "Logging", package: "swift-log")
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
+        .target(name: "StateStoreTesting", dependencies: ["StateStore"], swiftSettings: strict),
         .target(
             name: "IDPServer",
             dependencies: [
@@ -108,7 +110,9 @@ let package = Package(
         ),
         .testTarget(
             name: "OIDCProviderTests",
-            dependencies: ["OIDCProvider", "StateStore", .product(name: "JWTKit", package: "jwt-kit")],
+            dependencies: [
+                "OIDCProvider", "StateStore", "StateStoreTesting", .product(name: "JWTKit", package: "jwt-kit"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(
@@ -122,7 +126,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "StateStoreTests", dependencies: ["StateStore"], swiftSettings: strict),
+        .testTarget(
+            name: "StateStoreTests", dependencies: ["StateStore", "StateStoreTesting"], swiftSettings: strict),
         .testTarget(
             name: "IDPServerTests",
             dependencies: [

@@ -93,9 +93,9 @@ struct Scenarios {
     /// Runs `body` and records how many grant writes the server made meanwhile.
     func countingWrites(_ server: TestServer, _ body: () async -> LoadMeasurement) async -> LoadMeasurement {
         guard server.persistGrants else { return await body() }
-        let before = await server.provider.grantWrites
+        let before = server.provider.grantWrites
         var measurement = await body()
-        measurement.grantWrites = await server.provider.grantWrites - before
+        measurement.grantWrites = server.provider.grantWrites - before
         return measurement
     }
 

@@ -9,7 +9,6 @@ import OIDCProvider
 import StateStore
 import Tailnet
 
-
 /// tsidp running in this process as `tsidp --dev` wires it (`Runner.runDevelopment()`): a
 /// simulated tailnet on a private unix socket with the built-in identity, the provider over a
 /// directory state store, and the tailnet router served by Hummingbird on 127.0.0.1.
@@ -65,11 +64,12 @@ struct TestServer: Sendable {
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
 
         // Runner.makeProvider
-        let keys = try await KeyRing.load(from: store)
-        let clients = try await ClientRegistry.load(from: store)
+        let writer = StateWriter(store: store, logger: logger)
+        let keys = try await KeyRing.load(from: writer)
+        let clients = try await ClientRegistry.load(from: writer)
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: issuer, idpHost: "localhost"), keys: keys, clients: clients,
-            grantStore: persistGrants ? store : nil,
+            writer: persistGrants ? writer : nil,
             reidentify: { (grant: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
                 try await caller.reidentify(grant)
             },

@@ -5,30 +5,41 @@ import StateStore
 ///
 /// Every change is written to the store before the call returns, so an HTTP answer that reports
 /// a new client or secret never precedes its durability.
-public actor ClientRegistry {
+public actor ClientRegistry: StateWriteSource {
     /// The state key the Go tsidp uses for its client file.
     public static let stateKey = "oidc-funnel-clients.json"
     /// The Go tsidp strict mode's client file, read when the main one is absent.
     public static let legacyStrictKey = "oauth-clients.json"
 
-    private let store: any StateStore
+    public nonisolated let name = "clients"
+    private let writer: StateWriter
     private var clients: [String: Client] = [:]
-    private var lastWrite: Task<Void, any Error>?
+    private var changes = ChangeQueue<[String: Client]>()
     /// How many dynamically registered clients may exist at once.
     static let dynamicRegistrationLimit = 1000
 
-    init(store: any StateStore, clients: [String: Client]) {
-        self.store = store
+    init(writer: StateWriter, clients: [String: Client]) {
+        self.writer = writer
         self.clients = clients
     }
 
-    /// Loads the registry from `store`, importing a Go tsidp file in any of its shapes.
-    public static func load(from store: any StateStore) async throws -> ClientRegistry {
-        var data = try await store.read(stateKey)
+    /// Loads the registry from the writer's store, importing a Go tsidp file in any of its
+    /// shapes.
+    ///
+    /// - Important: An unreadable or damaged client file stops start-up with a message naming
+    ///   it; it is never taken for an empty registry.
+    public static func load(from writer: StateWriter) async throws -> ClientRegistry {
+        let store = writer.store
+        var data: Data?
         var imported = false
-        if data == nil, let legacy = try await store.read(legacyStrictKey) {
-            data = legacy
-            imported = true
+        do {
+            data = try await store.read(stateKey)
+            if data == nil, let legacy = try await store.read(legacyStrictKey) {
+                data = legacy
+                imported = true
+            }
+        } catch {
+            throw StateStoreError(.io, "cannot read the client file \(stateKey) in \(store.description): \(error)")
         }
         var clients: [String: Client] = [:]
         var needsRewrite = imported
@@ -52,8 +63,8 @@ public actor ClientRegistry {
                 needsRewrite = true
             }
         }
-        let registry = ClientRegistry(store: store, clients: clients)
-        if needsRewrite { try await registry.persist() }
+        let registry = ClientRegistry(writer: writer, clients: clients)
+        if needsRewrite { try await registry.apply { _ in } }
         return registry
     }
 
@@ -111,16 +122,8 @@ public actor ClientRegistry {
         for scope in Scope.parse(registration.scope) where !Scope.isValidToken(scope) {
             throw OAuthError(.invalidClientMetadata, "scope \(scope) is not a valid scope token")
         }
-        if registration.dynamicallyRegistered,
-            clients.values.lazy.filter(\.dynamicallyRegistered).count >= Self.dynamicRegistrationLimit
-        {
-            throw OAuthError(
-                .invalidClientMetadata,
-                "tsidp holds \(Self.dynamicRegistrationLimit) dynamically registered clients already; delete unused ones first"
-            )
-        }
-        var id = RandomToken.hex(bytes: 16)
-        while clients[id] != nil { id = RandomToken.hex(bytes: 16) }
+        try Self.checkRegistrationLimit(registration, in: clients)
+        let id = RandomToken.hex(bytes: 16)
         let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
         var client = Client(
             clientID: id, secretHash: secret.map(Client.hashSecret), name: registration.name,
@@ -131,65 +134,100 @@ public actor ClientRegistry {
             createdAt: Date())
         client.idTokenSignedResponseAlg = algorithm
         client.accessTokenFormat = registration.accessTokenFormat
-        try await commit(id, client)
+        let created = client
+        try await apply { clients in
+            try Self.checkRegistrationLimit(registration, in: clients)
+            guard clients[id] == nil else { throw OAuthError(.serverError, "client ID collision; try again") }
+            clients[id] = created
+        }
         return (client, secret)
+    }
+
+    private static func checkRegistrationLimit(_ registration: Registration, in clients: [String: Client]) throws {
+        if registration.dynamicallyRegistered,
+            clients.values.lazy.filter(\.dynamicallyRegistered).count >= Self.dynamicRegistrationLimit
+        {
+            throw OAuthError(
+                .invalidClientMetadata,
+                "tsidp holds \(Self.dynamicRegistrationLimit) dynamically registered clients already; delete unused ones first"
+            )
+        }
     }
 
     /// Changes a client's name and redirect URIs.
     public func update(_ id: String, name: String, redirectURIs: [String]) async throws -> Client {
-        guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        guard clients[id] != nil else { throw OAuthError(.notFound, "client not found") }
         guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
         for uri in redirectURIs { try RedirectURI.validate(uri) }
-        client.name = name
-        client.redirectURIs = redirectURIs
-        try await commit(id, client)
-        return client
+        try await apply { clients in
+            guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+            client.name = name
+            client.redirectURIs = redirectURIs
+            clients[id] = client
+        }
+        guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        return updated
     }
 
     /// Replaces a client's secret and returns the new one.
     public func regenerateSecret(_ id: String) async throws -> (client: Client, secret: String) {
-        guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        guard clients[id] != nil else { throw OAuthError(.notFound, "client not found") }
         let secret = RandomToken.hex(bytes: 32)
-        client.secretHash = Client.hashSecret(secret)
-        if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
-        try await commit(id, client)
-        return (client, secret)
+        let hash = Client.hashSecret(secret)
+        try await apply { clients in
+            guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
+            client.secretHash = hash
+            if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
+            clients[id] = client
+        }
+        guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        return (updated, secret)
     }
 
     /// Removes a client; returns whether it existed.
     @discardableResult
     public func delete(_ id: String) async throws -> Bool {
         guard clients[id] != nil else { return false }
-        try await commit(id, nil)
+        try await apply { clients in clients[id] = nil }
         return true
     }
 
-    /// Sets (or removes) one client and writes the registry; on a failed write the change is
-    /// undone, unless another change to the same client came in meanwhile.
-    private func commit(_ id: String, _ value: Client?) async throws {
-        let previous = clients[id]
-        clients[id] = value
+    /// Queues `change` for the write path and returns once it is stored and published; the
+    /// registry in memory changes only then.
+    ///
+    /// - Throws: the change's own error, or `temporarily_unavailable` (HTTP 503) when the store
+    ///   could not be written, with nothing changed.
+    private func apply(_ change: @escaping ChangeQueue<[String: Client]>.Change) async throws {
+        let ticket = changes.enqueue(change)
+        await writer.flush(self)
         do {
-            try await persist()
-        } catch {
-            if clients[id] == value { clients[id] = previous }
+            try await ticket.wait()
+        } catch let error as OAuthError {
             throw error
+        } catch {
+            throw OAuthError.storageUnavailable("the client registry")
         }
     }
 
-    /// Writes the registry. Writes are chained in the order their snapshots were taken, so a
-    /// slower earlier write can never land after a later one and bring back an old registry.
-    func persist() async throws {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-        let data = try encoder.encode(clients)
-        let previous = lastWrite
-        let store = self.store
-        let write = Task {
-            _ = await previous?.result
-            try await store.write(Self.stateKey, data)
+    // MARK: StateWriteSource
+
+    public func nextBatch() async -> StateBatch? {
+        guard let next = changes.begin(from: clients) else { return nil }
+        do {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            return StateBatch(entries: [Self.stateKey: .some(try encoder.encode(next))])
+        } catch {
+            _ = changes.finish(error: error)
+            return nil
         }
-        lastWrite = write
-        try await write.value
+    }
+
+    public func finish(_ batch: StateBatch, error: (any Error)?) async {
+        if let published = changes.finish(error: error) { clients = published }
+    }
+
+    public func abandon(_ error: any Error) async {
+        changes.abandon(error)
     }
 }

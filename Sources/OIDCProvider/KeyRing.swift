@@ -15,7 +15,7 @@ import Synchronization
 /// The ring is stored as `tsidp-keys.json`; the current RS256 key is also written to
 /// `oidc-key.json` in the Go tsidp's format, and a Go tsidp `oidc-key.json` (either of its two
 /// formats) is imported with its `kid` on first start.
-public final class KeyRing: Sendable {
+public final class KeyRing: StateWriteSource, Sendable {
     /// The Go tsidp's key file.
     public static let stateKey = "oidc-key.json"
     /// The ring, with every key and its status.
@@ -60,29 +60,40 @@ public final class KeyRing: Sendable {
     }
 
     private let state: Mutex<State>
-    private let writer: KeyRingWriter?
+    private let changes = Mutex(ChangeQueue<[Entry]>())
+    private let writer: StateWriter?
     public let policy: Policy
+    public let name = "keys"
 
-    init(entries: [Entry], store: (any StateStore)?, policy: Policy) {
+    init(entries: [Entry], writer: StateWriter?, policy: Policy) {
         self.state = Mutex(State(entries: entries, jwks: Self.jwks(for: entries)))
-        self.writer = store.map(KeyRingWriter.init)
+        self.writer = writer
         self.policy = policy
     }
 
-    /// Loads the ring from `store`, importing a Go tsidp key or creating keys as needed.
+    /// Loads the ring from the writer's store, importing a Go tsidp key or creating keys as
+    /// needed.
     ///
     /// - Important: An unreadable key file stops start-up with an error instead of being replaced,
     ///   because replacing it would silently break every relying party that cached the old `kid`.
-    public static func load(from store: any StateStore, policy: Policy = Policy(), now: Date = Date()) async throws
+    public static func load(from writer: StateWriter, policy: Policy = Policy(), now: Date = Date()) async throws
         -> KeyRing
     {
+        let store = writer.store
+        func read(_ key: String) async throws -> Data? {
+            do {
+                return try await store.read(key)
+            } catch {
+                throw KeyFileError("cannot read \(key) in \(store.description): \(error)")
+            }
+        }
         var entries: [Entry] = []
         var changed = false
-        if let data = try await store.read(ringKey), !data.isEmpty {
+        if let data = try await read(ringKey), !data.isEmpty {
             entries = try decodeRing(data, source: store.description)
         } else {
             let imported: SigningKey
-            if let data = try await store.read(stateKey), !data.isEmpty {
+            if let data = try await read(stateKey), !data.isEmpty {
                 imported = try decodeKeyFile(data, source: store.description)
             } else {
                 imported = try SigningKey.generate(.rs256)
@@ -97,8 +108,9 @@ public final class KeyRing: Sendable {
                 changed = true
             }
         }
-        let ring = KeyRing(entries: entries, store: store, policy: policy)
-        if changed { try await ring.persist(entries) }
+        let ring = KeyRing(entries: entries, writer: writer, policy: policy)
+        let created = entries
+        if changed { try await ring.update { _ in created } }
         return ring
     }
 
@@ -131,40 +143,78 @@ public final class KeyRing: Sendable {
     /// Rotates when the current RS256 key has signed for a whole interval, and drops previous keys
     /// whose retention is over. Returns whether anything changed.
     @discardableResult
-    public func maintain(now: Date = Date()) async throws -> Bool {
-        let entries = state.withLock { $0.entries }
-        let due = entries.contains {
-            $0.status == .current && $0.since.addingTimeInterval(policy.rotationInterval) <= now
+    public func maintain(now time: Date = Date()) async throws -> Bool {
+        let policy = self.policy
+        @Sendable func due(_ entries: [Entry]) -> (rotate: Bool, expire: Bool) {
+            (
+                entries.contains {
+                    $0.status == .current && $0.since.addingTimeInterval(policy.rotationInterval) <= time
+                },
+                entries.contains { $0.status == .previous && ($0.retireAt ?? .distantFuture) <= time }
+            )
         }
-        let expired = entries.contains { $0.status == .previous && ($0.retireAt ?? .distantFuture) <= now }
-        guard due || expired else { return false }
+        let first = due(state.withLock { $0.entries })
+        guard first.rotate || first.expire else { return false }
         try await update { entries in
-            var result = entries.filter { !($0.status == .previous && ($0.retireAt ?? .distantFuture) <= now) }
-            if due { result = try Self.rotated(result, now: now, policy: self.policy) }
+            // Decided again on the ring as it is when the change is written: two maintenance
+            // runs never rotate twice.
+            let pending = due(entries)
+            var result = entries.filter { !($0.status == .previous && ($0.retireAt ?? .distantFuture) <= time) }
+            if pending.rotate { result = try Self.rotated(result, now: time, policy: policy) }
             return result
         }
         return true
     }
 
+    /// Changes the ring through the write path: the new ring is stored first and published
+    /// (used for signing, shown in the JWKS) only once it is durable.
+    ///
+    /// - Throws: the change's own error, or `temporarily_unavailable` (HTTP 503) when the store
+    ///   could not be written, with the ring unchanged.
     private func update(_ change: @escaping @Sendable ([Entry]) throws -> [Entry]) async throws {
         guard let writer else {
-            state.withLock { state in
-                if let next = try? change(state.entries) {
-                    state.entries = next
-                    state.jwks = Self.jwks(for: next)
-                }
-            }
+            let next = try change(state.withLock { $0.entries })
+            publish(next)
             return
         }
-        try await writer.serialize {
-            let before = self.state.withLock { $0.entries }
-            let after = try change(before)
-            try await self.persist(after)
-            self.state.withLock { state in
-                state.entries = after
-                state.jwks = Self.jwks(for: after)
-            }
+        let ticket = changes.withLock { $0.enqueue { entries in entries = try change(entries) } }
+        await writer.flush(self)
+        do {
+            try await ticket.wait()
+        } catch let error as KeyFileError {
+            throw error
+        } catch let error as OAuthError {
+            throw error
+        } catch {
+            throw OAuthError.storageUnavailable("the signing keys")
         }
+    }
+
+    private func publish(_ entries: [Entry]) {
+        let jwks = Self.jwks(for: entries)
+        state.withLock { state in
+            state.entries = entries
+            state.jwks = jwks
+        }
+    }
+
+    public func nextBatch() async -> StateBatch? {
+        let current = state.withLock { $0.entries }
+        guard let next = changes.withLock({ $0.begin(from: current) }) else { return nil }
+        do {
+            return StateBatch(entries: try Self.encode(next))
+        } catch {
+            _ = changes.withLock { $0.finish(error: error) }
+            return nil
+        }
+    }
+
+    public func finish(_ batch: StateBatch, error: (any Error)?) async {
+        if let published = changes.withLock({ $0.finish(error: error) }) { publish(published) }
+    }
+
+    public func abandon(_ error: any Error) async {
+        changes.withLock { $0.abandon(error) }
     }
 
     static func rotated(_ entries: [Entry], now: Date, policy: Policy) throws -> [Entry] {
@@ -190,8 +240,9 @@ public final class KeyRing: Sendable {
         return result
     }
 
-    func persist(_ entries: [Entry]) async throws {
-        guard let writer else { return }
+    /// The stored form of `entries`: the ring, and the current RS256 key in the Go tsidp's
+    /// format.
+    static func encode(_ entries: [Entry]) throws -> [String: Data?] {
         let stored = entries.map {
             StoredEntry(
                 kid: $0.key.kid, alg: $0.key.algorithm, key: $0.key.privateText, status: $0.status, since: $0.since,
@@ -200,11 +251,21 @@ public final class KeyRing: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        var batch: [String: Data?] = [Self.ringKey: try encoder.encode(stored)]
+        var batch: [String: Data?] = [
+            Self.ringKey: try encoder.encode(StoredRing(version: Self.ringFormatVersion, keys: stored))
+        ]
         if let rsa = entries.first(where: { $0.key.algorithm == .rs256 && $0.status == .current })?.key {
             batch[Self.stateKey] = try Self.encodeKeyFile(rsa)
         }
-        try await writer.store.write(batch)
+        return batch
+    }
+
+    /// The format of `tsidp-keys.json` written; earlier versions wrote a bare array (format 1).
+    static let ringFormatVersion = 2
+
+    struct StoredRing: Codable {
+        var version: Int
+        var keys: [StoredEntry]
     }
 
     static func decodeRing(_ data: Data, source: String) throws -> [Entry] {
@@ -212,7 +273,18 @@ public final class KeyRing: Sendable {
         decoder.dateDecodingStrategy = .iso8601
         let stored: [StoredEntry]
         do {
-            stored = try decoder.decode([StoredEntry].self, from: data)
+            if let ring = try? decoder.decode(StoredRing.self, from: data) {
+                guard ring.version <= ringFormatVersion else {
+                    throw KeyFileError(
+                        "\(ringKey) in \(source) was written by a newer tsidp (format \(ring.version)); this tsidp reads formats up to \(ringFormatVersion): upgrade tsidp"
+                    )
+                }
+                stored = ring.keys
+            } else {
+                stored = try decoder.decode([StoredEntry].self, from: data)
+            }
+        } catch let error as KeyFileError {
+            throw error
         } catch {
             throw KeyFileError(
                 "\(ringKey) in \(source) is damaged; restore it from a backup (removing it re-imports \(stateKey) and loses the other keys)"
@@ -301,29 +373,6 @@ public final class KeyRing: Sendable {
             return String(id)
         }
         throw KeyFileError("\(stateKey) in \(source): key ID is missing or not a positive 64-bit number")
-    }
-}
-
-/// Runs key-ring changes one at a time, so that stored and published state never disagree.
-actor KeyRingWriter {
-    let store: any StateStore
-
-    init(store: any StateStore) {
-        self.store = store
-    }
-
-    private var last: Task<Void, any Error>?
-
-    /// Runs `body` after every change submitted before it has finished (actors alone are
-    /// reentrant across `await`, which would let two rotations read the same ring).
-    func serialize(_ body: @escaping @Sendable () async throws -> Void) async throws {
-        let previous = last
-        let task = Task {
-            _ = await previous?.result
-            try await body()
-        }
-        last = task
-        try await task.value
     }
 }
 

@@ -54,3 +54,10 @@ public struct OAuthError: Error, Sendable, Equatable, CustomStringConvertible {
         return Array(text.utf8)
     }
 }
+
+extension OAuthError {
+    /// A store write failed: the request changed nothing and may be retried (HTTP 503).
+    static func storageUnavailable(_ what: String) -> OAuthError {
+        OAuthError(.temporarilyUnavailable, "\(what) could not be stored; try again", status: 503)
+    }
+}

@@ -205,10 +205,12 @@ extension Provider {
                 codeChallengeMethod: method, resources: resources, identity: identity, authTime: authTime,
                 boundNodeID: legacyNodeID)
             let code = RandomToken.make(bytes: 32)
+            let codeHash = GrantLedger.hash(code)
+            let expiresAt = issuedAt.addingTimeInterval(configuration.codeLifetime)
             guard
-                grants.storeCode(
-                    code, grant: grant, expiresAt: issuedAt.addingTimeInterval(configuration.codeLifetime),
-                    now: issuedAt)
+                ledger.changeCodes({
+                    $0.issueCode(codeHash, grant: grant, expiresAt: expiresAt, now: issuedAt)
+                })
             else {
                 return fail(
                     OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))

@@ -18,13 +18,20 @@ extension Provider {
             if let hint, hint != "access_token", hint != "refresh_token" {
                 throw OAuthError(.unsupportedTokenType, "token_type_hint \(Self.clip(hint)) is not supported")
             }
-            var changed = false
-            if let entry = grants.accessToken(token), entry.grant.clientID == client.clientID {
-                changed = grants.removeAccessToken(token)
-            } else if grants.revokeRefreshToken(token, clientID: client.clientID) {
-                changed = true
+            let hash = GrantLedger.hash(token)
+            let revoked = try await ledger.transact { tables -> Bool in
+                if let record = tables.access[hash], record.grant.clientID == client.clientID {
+                    tables.setAccess(hash, nil)
+                    return true
+                }
+                if let (id, family) = tables.family(forTokenHash: hash), family.grant.clientID == client.clientID {
+                    return tables.revokeFamily(id)
+                }
+                return false
             }
-            if changed { try await persist() }
+            if revoked {
+                logger.info("token revoked by its client", metadata: ["client_id": "\(client.clientID)"])
+            }
             return TokenResponse(status: 200, body: [], wwwAuthenticate: nil)
         } catch let error as OAuthError {
             return .failure(error, basicChallenge: basic)
@@ -50,7 +57,8 @@ extension Provider {
             }
             let inactive = TokenResponse(status: 200, body: Array("{\"active\":false}".utf8), wwwAuthenticate: nil)
             let current = now()
-            if let entry = grants.accessToken(token) {
+            let hash = GrantLedger.hash(token)
+            if let entry = ledger.read({ $0.access[hash] }) {
                 guard entry.expiresAt > current,
                     entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
                 else { return inactive }
@@ -63,7 +71,7 @@ extension Provider {
                         ).utf8),
                     wwwAuthenticate: nil)
             }
-            if let (_, family) = grants.family(ofRefreshToken: token) {
+            if let (_, family) = ledger.read({ $0.family(forTokenHash: hash) }), family.currentTokenHash == hash {
                 guard family.expiresAt > current, family.grant.clientID == client.clientID else { return inactive }
                 return TokenResponse(
                     status: 200,
@@ -114,15 +122,5 @@ extension Provider {
         }
         if let actor { members.append(("act", ActorClaim.json(actor))) }
         return JSONText.object(members)
-    }
-}
-
-extension ActorClaim {
-    /// The claim as JSON (`{"sub": …, "client_id": …, "act": {…}}`).
-    static func json(_ actor: ActorClaim) -> JSONValue {
-        var members: [String: JSONValue] = ["sub": .string(actor.sub)]
-        if let clientID = actor.clientID { members["client_id"] = .string(clientID) }
-        if let nested = actor.act { members["act"] = json(nested.value) }
-        return .object(members)
     }
 }

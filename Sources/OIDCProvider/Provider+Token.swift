@@ -74,7 +74,8 @@ extension Provider {
             switch grantType {
             case "authorization_code":
                 if configuration.allowInsecureRegistration, let code = try form.single("code"),
-                    let pending = grants.peekCode(code), let node = pending.boundNodeID
+                    let pending = ledger.read({ $0.codes[GrantLedger.hash(code)]?.grant }),
+                    let node = pending.boundNodeID
                 {
                     let client = try await legacyClient(
                         pending, node: node, credentials: credentials, callerNodeID: callerNodeID)
@@ -84,7 +85,8 @@ extension Provider {
                 return try await redeemCode(form, client: client)
             case "refresh_token":
                 if configuration.allowInsecureRegistration, let token = try form.single("refresh_token"),
-                    let family = grants.peekFamily(token), let node = family.boundNodeID
+                    let family = ledger.read({ $0.family(forTokenHash: GrantLedger.hash(token))?.family.grant }),
+                    let node = family.boundNodeID
                 {
                     let client = try await legacyClient(
                         family, node: node, credentials: credentials, callerNodeID: callerNodeID)
@@ -145,28 +147,103 @@ extension Provider {
         return client
     }
 
+    /// What a code redemption found, decided in one critical section.
+    enum Redemption: Sendable {
+        case issued
+        case unknown
+        case expired
+        case otherClient
+        /// A replay: what the first redemption minted has been revoked.
+        case replayed
+        /// The code became redeemable between the first look and the critical section.
+        case retry
+    }
+
     private func redeemCode(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
         guard let code = try form.single("code") else {
             throw OAuthError(.invalidRequest, "code is required")
         }
         let current = now()
-        // A code presented by another client is refused without using it up, so that whoever
-        // intercepted it cannot make the real client's redemption look like a replay.
-        if let pending = grants.peekCode(code), pending.clientID != client.clientID {
+        let hash = GrantLedger.hash(code)
+        // Look first, without using the code up: a code presented by another client stays
+        // usable, so that whoever intercepted it cannot make the real client's redemption look
+        // like a replay.
+        guard let entry = ledger.read({ $0.codes[hash] }) else {
+            throw OAuthError(.invalidGrant, "the code is invalid")
+        }
+        guard entry.grant.clientID == client.clientID else {
             throw OAuthError(.invalidGrant, "the code was issued to another client")
         }
-        var grant: AuthorizationGrant
-        switch grants.redeemCode(code, now: current) {
+        var grant = entry.grant
+        let redeemable = !entry.redeemed && entry.expiresAt > current
+        if redeemable {
+            do {
+                try checkRedemption(form, grant: grant)
+                grant.resources = try tokenResources(form, grant: grant)
+            } catch {
+                // A failed attempt by the right client spends the code.
+                ledger.changeCodes { tables in
+                    if var spent = tables.codes[hash], !spent.redeemed {
+                        spent.redeemed = true
+                        tables.setCode(hash, spent)
+                    }
+                }
+                throw error
+            }
+        }
+        // Sign before taking the lock; the critical section only records. A replayed or
+        // expired code needs no tokens.
+        let minted = redeemable ? try mint(grant: grant, client: client, issuedAt: current, refreshToken: nil) : nil
+        let refreshHash = minted.map { GrantLedger.hash($0.refreshToken) } ?? ""
+        let accessHash = minted.map { GrantLedger.hash($0.accessToken) } ?? ""
+        let familyID = RandomToken.make(bytes: 16)
+        let refreshExpiry = current.addingTimeInterval(configuration.refreshTokenLifetime)
+        let outcome = try await ledger.transact { tables -> Redemption in
+            guard var entry = tables.codes[hash] else { return .unknown }
+            guard entry.grant.clientID == client.clientID else { return .otherClient }
+            if entry.redeemed {
+                if let family = entry.mintedFamily { tables.revokeFamily(family) }
+                if let access = entry.mintedAccessToken { tables.setAccess(access, nil) }
+                entry.mintedFamily = nil
+                entry.mintedAccessToken = nil
+                tables.setCode(hash, entry)
+                return .replayed
+            }
+            guard entry.expiresAt > current else {
+                tables.setCode(hash, nil)
+                return .expired
+            }
+            // Redeemable again only after a failed write undid a redemption seen a moment ago.
+            guard let minted else { return .retry }
+            entry.redeemed = true
+            entry.mintedFamily = familyID
+            entry.mintedAccessToken = accessHash
+            tables.setCode(hash, entry)
+            tables.setFamily(
+                familyID, RefreshFamily(grant: grant, currentTokenHash: refreshHash, expiresAt: refreshExpiry))
+            tables.setAccess(accessHash, minted.record(familyID: familyID))
+            return .issued
+        }
+        switch outcome {
+        case .issued:
+            guard let minted else { throw OAuthError(.serverError, "the token could not be issued") }
+            return minted.response
+        case .retry:
+            throw OAuthError(
+                .temporarilyUnavailable, "the code is being redeemed by another request; try again", status: 503)
         case .unknown: throw OAuthError(.invalidGrant, "the code is invalid")
+        case .otherClient: throw OAuthError(.invalidGrant, "the code was issued to another client")
         case .expired: throw OAuthError(.invalidGrant, "the code has expired")
-        case .replayed(let revoked):
-            if revoked { try await persist() }
+        case .replayed:
+            logger.warning(
+                "authorization code replayed; the tokens it minted are revoked",
+                metadata: ["client_id": "\(client.clientID)"])
             throw OAuthError(.invalidGrant, "the code was already used; tokens issued with it are revoked")
-        case .valid(let found): grant = found
         }
-        guard grant.clientID == client.clientID else {
-            throw OAuthError(.invalidGrant, "the code was issued to another client")
-        }
+    }
+
+    /// The redirect URI and PKCE checks of a code redemption (RFC 6749 §4.1.3, RFC 7636 §4.6).
+    private func checkRedemption(_ form: OAuthParameters, grant: AuthorizationGrant) throws {
         guard let redirectURI = try form.single("redirect_uri"), redirectURI == grant.redirectURI else {
             throw OAuthError(.invalidGrant, "redirect_uri does not match the authorization request")
         }
@@ -180,16 +257,6 @@ extension Provider {
             throw OAuthError(
                 .invalidRequest, "code_verifier was sent but the authorization request had no code_challenge")
         }
-        grant.resources = try tokenResources(form, grant: grant)
-        let response = try issue(grant: grant, client: client, issuedAt: current, code: code, familyID: nil)
-        do {
-            try await persist()
-        } catch {
-            // The tokens never reach the client: let it try again with the same code.
-            grants.rollbackRedemption(code: code)
-            throw error
-        }
-        return response
     }
 
     /// RFC 8707 at the token endpoint: requested resources must be granted to the user by policy
@@ -217,26 +284,34 @@ extension Provider {
         return allowed
     }
 
+    /// What a refresh found, decided in one critical section.
+    enum Rotation: Sendable {
+        case rotated
+        case unknown
+        case expired
+        case reused
+    }
+
     private func refresh(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
         guard let presented = try form.single("refresh_token") else {
             throw OAuthError(.invalidRequest, "refresh_token is required")
         }
         let current = now()
         let requested = try form.single("scope").map(Scope.parse)
-        let familyID: String
-        var grant: AuthorizationGrant
-        switch grants.inspect(presented, now: current, clientID: client.clientID) {
-        case .unknown, .rejected: throw OAuthError(.invalidGrant, "the refresh token is invalid")
-        case .expired:
-            try await persist()
-            throw OAuthError(.invalidGrant, "the refresh token has expired")
-        case .reused:
-            try await persist()
-            throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
-        case .valid(let id, let found):
-            familyID = id
-            grant = found
+        let presentedHash = GrantLedger.hash(presented)
+        guard let (familyID, family) = ledger.read({ $0.family(forTokenHash: presentedHash) }) else {
+            throw OAuthError(.invalidGrant, "the refresh token is invalid")
         }
+        switch family.present(presentedHash, clientID: client.clientID, now: current) {
+        case .otherClient:
+            throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        case .reused, .expired:
+            // Decided again under the lock, where the family is ended.
+            try await endFamily(familyID, presented: presentedHash, client: client, now: current)
+        case .current:
+            break
+        }
+        var grant = family.grant
         if let requested, !requested.allSatisfy(grant.scopes.contains) {
             throw OAuthError(.invalidScope, "a refresh cannot add scopes to the original grant")
         }
@@ -244,16 +319,20 @@ extension Provider {
             do {
                 let fresh = try await reidentify(grant.identity)
                 guard fresh.userID == grant.identity.userID, !fresh.isTagged else {
-                    grants.revokeFamily(familyID)
-                    try await persist()
+                    try await ledger.transact { tables in _ = tables.revokeFamily(familyID) }
+                    logger.warning(
+                        "login ended: the device now belongs to someone else or is tagged",
+                        metadata: ["client_id": "\(client.clientID)", "node_id": "\(grant.identity.nodeID)"])
                     throw OAuthError(.invalidGrant, "the device no longer belongs to the user who signed in")
                 }
                 grant.identity = fresh
             } catch let error as OAuthError {
                 throw error
             } catch IdentityFailure.unknownDevice {
-                grants.revokeFamily(familyID)
-                try await persist()
+                try await ledger.transact { tables in _ = tables.revokeFamily(familyID) }
+                logger.warning(
+                    "login ended: the device or its user left the tailnet",
+                    metadata: ["client_id": "\(client.clientID)", "node_id": "\(grant.identity.nodeID)"])
                 throw OAuthError(.invalidGrant, "the device or its user is no longer on the tailnet")
             } catch {
                 throw OAuthError(.temporarilyUnavailable, "the tailnet identity service is unavailable", status: 503)
@@ -265,37 +344,91 @@ extension Provider {
         issued.resources = try tokenResources(form, grant: grant)
         if let requested { issued.scopes = requested }
         let next = RandomToken.make(bytes: 32)
+        let minted = try mint(grant: issued, client: client, issuedAt: current, refreshToken: next)
+        let nextHash = GrantLedger.hash(next)
+        let accessHash = GrantLedger.hash(minted.accessToken)
         let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
-        let before = grants.family(familyID)
-        switch grants.rotate(
-            presented, next: next, expiresAt: expiresAt, now: current, clientID: client.clientID, grant: grant)
-        {
-        case .valid: break
-        case .reused:
-            try await persist()
-            throw OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
-        default:
-            throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        let outcome = try await ledger.transact { tables -> Rotation in
+            guard let (id, family) = tables.family(forTokenHash: presentedHash), id == familyID else {
+                return .unknown
+            }
+            switch family.present(presentedHash, clientID: client.clientID, now: current) {
+            case .otherClient: return .unknown
+            case .reused:
+                tables.revokeFamily(id)
+                return .reused
+            case .expired:
+                tables.revokeFamily(id)
+                return .expired
+            case .current:
+                var rotated = family
+                rotated.rotate(to: nextHash, grant: grant, expiresAt: expiresAt)
+                tables.setFamily(id, rotated)
+                tables.setAccess(accessHash, minted.record(familyID: id))
+                return .rotated
+            }
         }
-        let response = try issue(
-            grant: issued, client: client, issuedAt: current, code: nil, familyID: familyID, refreshToken: next)
-        do {
-            try await persist()
-        } catch {
-            // The new tokens never reach the client: the presented token stays current, so its
-            // retry is not mistaken for reuse.
-            if let before { grants.rollbackRotation(familyID: familyID, to: before, nextToken: next) }
-            throw error
+        switch outcome {
+        case .rotated: return minted.response
+        case .unknown: throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
+        case .reused: throw reuseError(client)
         }
-        return response
     }
 
-    /// Mints an access token, an ID token (for `openid`) and a refresh token, and writes the
-    /// token response.
-    func issue(
-        grant: AuthorizationGrant, client: Client, issuedAt: Date, code: String?, familyID existingFamily: String?,
-        refreshToken existingRefresh: String? = nil
-    ) throws -> TokenResponse {
+    /// Ends a family whose presented token is retired (reuse) or expired, and throws the answer.
+    private func endFamily(_ familyID: String, presented: String, client: Client, now current: Date) async throws
+        -> Never
+    {
+        let outcome = try await ledger.transact { tables -> Rotation in
+            guard let (id, family) = tables.family(forTokenHash: presented), id == familyID else { return .unknown }
+            switch family.present(presented, clientID: client.clientID, now: current) {
+            case .otherClient, .current: return .unknown
+            case .reused:
+                tables.revokeFamily(id)
+                return .reused
+            case .expired:
+                tables.revokeFamily(id)
+                return .expired
+            }
+        }
+        switch outcome {
+        case .reused: throw reuseError(client)
+        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
+        default: throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        }
+    }
+
+    private func reuseError(_ client: Client) -> OAuthError {
+        logger.warning(
+            "refresh token reused; the login is revoked", metadata: ["client_id": "\(client.clientID)"])
+        return OAuthError(.invalidGrant, "the refresh token was already used; the grant is revoked")
+    }
+
+    /// Tokens signed and ready to be recorded.
+    struct MintedTokens: Sendable {
+        var accessToken: String
+        var refreshToken: String
+        var response: TokenResponse
+        var grant: AuthorizationGrant
+        var audience: [String]
+        var issuedAt: Date
+        var expiresAt: Date
+        var jti: String
+
+        /// The access token's record, as part of login `familyID`.
+        func record(familyID: String) -> AccessTokenRecord {
+            AccessTokenRecord(
+                grant: grant, audience: audience, expiresAt: expiresAt, issuedAt: issuedAt, familyID: familyID,
+                jti: jti)
+        }
+    }
+
+    /// Signs an access token (when the client wants JWTs), an ID token (for `openid`) and makes a
+    /// refresh token, and writes the token response. Nothing is recorded here.
+    func mint(grant: AuthorizationGrant, client: Client, issuedAt: Date, refreshToken: String?) throws
+        -> MintedTokens
+    {
         let audience = [grant.clientID] + grant.resources
         let jti = RandomToken.make(bytes: 16)
         let accessToken: String
@@ -311,28 +444,20 @@ extension Provider {
                 grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
             idToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).sign(payload: payload)
         }
-        let refreshToken = existingRefresh ?? RandomToken.make(bytes: 32)
-        let familyID =
-            existingFamily
-            ?? grants.startFamily(
-                grant: grant, refreshToken: refreshToken,
-                expiresAt: issuedAt.addingTimeInterval(configuration.refreshTokenLifetime))
-        let accessKey = grants.storeAccessToken(
-            accessToken,
-            entry: .init(
-                grant: grant, audience: audience,
-                expiresAt: issuedAt.addingTimeInterval(configuration.accessTokenLifetime), issuedAt: issuedAt,
-                familyID: familyID, jti: jti))
-        if let code { grants.recordMinted(code: code, familyID: familyID, accessTokenHash: accessKey) }
+        let refresh = refreshToken ?? RandomToken.make(bytes: 32)
         var members: [(String, JSONValue)] = [
             ("access_token", .string(accessToken)),
             ("token_type", .string("Bearer")),
             ("expires_in", .int(Int64(configuration.accessTokenLifetime))),
-            ("refresh_token", .string(refreshToken)),
+            ("refresh_token", .string(refresh)),
         ]
         if let idToken { members.append(("id_token", .string(idToken))) }
         members.append(("scope", .string(grant.scopes.joined(separator: " "))))
-        return TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil)
+        return MintedTokens(
+            accessToken: accessToken, refreshToken: refresh,
+            response: TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil),
+            grant: grant, audience: audience, issuedAt: issuedAt,
+            expiresAt: issuedAt.addingTimeInterval(configuration.accessTokenLifetime), jti: jti)
     }
 }
 

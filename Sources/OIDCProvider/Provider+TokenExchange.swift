@@ -31,7 +31,8 @@ extension Provider {
             throw OAuthError(.invalidRequest, "requested_token_type must be \(TokenType.accessToken)")
         }
         let current = now()
-        guard let subject = grants.accessToken(subjectToken), subject.expiresAt > current else {
+        let subjectHash = GrantLedger.hash(subjectToken)
+        guard let subject = ledger.read({ $0.access[subjectHash] }), subject.expiresAt > current else {
             throw OAuthError(.invalidGrant, "the subject token is invalid or expired")
         }
         guard subject.audience.contains(client.clientID) else {
@@ -68,7 +69,7 @@ extension Provider {
             guard try form.single("actor_token_type") == TokenType.accessToken else {
                 throw OAuthError(.invalidRequest, "actor_token_type must be \(TokenType.accessToken)")
             }
-            guard let entry = grants.accessToken(actorToken), entry.expiresAt > current else {
+            guard let entry = ledger.read({ $0.access[GrantLedger.hash(actorToken)] }), entry.expiresAt > current else {
                 throw OAuthError(.invalidRequest, "the actor token is invalid or expired")
             }
             actor = ActorClaim(
@@ -93,12 +94,17 @@ extension Provider {
         // The new token lives no longer than the subject token and dies with its login (family), so
         // exchanging cannot outlast a revocation.
         let expiresAt = min(current.addingTimeInterval(configuration.accessTokenLifetime), subject.expiresAt)
-        _ = grants.storeAccessToken(
-            token,
-            entry: .init(
-                grant: grant, audience: allowed, expiresAt: expiresAt, issuedAt: current, familyID: subject.familyID,
-                jti: jti, actor: actor))
-        try await persist()
+        let record = AccessTokenRecord(
+            grant: grant, audience: allowed, expiresAt: expiresAt, issuedAt: current, familyID: subject.familyID,
+            jti: jti, actor: actor)
+        let tokenHash = GrantLedger.hash(token)
+        let recorded = try await ledger.transact { tables -> Bool in
+            // The subject token may have been revoked while this one was being made.
+            guard tables.access[subjectHash] != nil else { return false }
+            tables.setAccess(tokenHash, record)
+            return true
+        }
+        guard recorded else { throw OAuthError(.invalidGrant, "the subject token is invalid or expired") }
         let members: [(String, JSONValue)] = [
             ("access_token", .string(token)),
             ("issued_token_type", .string(TokenType.accessToken)),

@@ -15,11 +15,11 @@ extension Provider {
             let error = OAuthError(.invalidToken, "an access token is required", status: 401)
             return UserInfoResponse(status: 401, body: error.jsonBody, wwwAuthenticate: "Bearer realm=\"tsidp\"")
         }
-        guard let entry = grants.accessToken(accessToken) else {
+        guard let entry = ledger.read({ $0.access[GrantLedger.hash(accessToken)] }) else {
             return Self.bearerFailure(OAuthError(.invalidToken, "the access token is invalid"))
         }
+        // An expired token is removed by the next sweep.
         guard entry.expiresAt > now() else {
-            grants.removeAccessToken(accessToken)
             return Self.bearerFailure(OAuthError(.invalidToken, "the access token has expired"))
         }
         guard entry.grant.scopes.contains(Scope.openid) else {

@@ -18,6 +18,8 @@ public struct ProviderConfiguration: Sendable {
     /// The Go tsidp's legacy flow (`--allow-insecure-registration`): relying parties identified by
     /// their tailnet node instead of registered credentials.
     public var allowInsecureRegistration = false
+    /// When the grant journal is folded into its bucket files.
+    var grantCompaction = GrantLedger.CompactionPolicy()
 
     public init(issuer: String, idpHost: String) {
         var trimmed = issuer
@@ -41,24 +43,23 @@ public final class Provider: Sendable {
     public let configuration: ProviderConfiguration
     public let keys: KeyRing
     public let clients: ClientRegistry
-    let grants = GrantStore()
+    let ledger: GrantLedger
     let sessions = SessionTracker()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
-    let persistence: GrantPersistence?
-    let store: (any StateStore)?
+    let writer: StateWriter?
     /// Asks the tailnet again who a grant's device belongs to (on every refresh).
     let reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)?
 
     /// - Parameters:
-    ///   - grantStore: where refresh families and access tokens are kept across restarts; `nil`
-    ///     keeps them in memory only.
+    ///   - writer: the write path to where refresh families and access tokens are kept across
+    ///     restarts; `nil` keeps them in memory only.
     ///   - reidentify: called on every refresh with the grant's identity; returns the identity the
     ///     tailnet reports for that device now. `nil` reuses the identity captured at login.
     public init(
         configuration: ProviderConfiguration, keys: KeyRing, clients: ClientRegistry,
-        grantStore: (any StateStore)? = nil,
+        writer: StateWriter? = nil,
         reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)? = nil,
         logger: Logger = Logger(label: "tsidp.oidc"), now: @escaping @Sendable () -> Date = { Date() }
     ) {
@@ -68,61 +69,36 @@ public final class Provider: Sendable {
         self.logger = logger
         self.now = now
         self.discovery = Discovery(issuer: configuration.issuer, tokenExchange: configuration.enableTokenExchange)
-        self.store = grantStore
+        self.writer = writer
         self.reidentify = reidentify
-        let grants = self.grants
-        self.persistence = grantStore.map { GrantPersistence(store: $0, grants: grants) }
+        self.ledger = GrantLedger(writer: writer, policy: configuration.grantCompaction, logger: logger)
     }
 
     /// Loads the grant state written by an earlier run; expired entries are dropped.
     ///
-    /// - Important: A damaged grant file stops start-up (it is left untouched); delete it to start
-    ///   with no sessions.
+    /// - Important: A damaged or unreadable grant file stops start-up (it is left untouched) with
+    ///   a message naming it; so does a file written by a newer tsidp.
     public func restoreGrants() async throws {
-        guard let store else { return }
-        var buckets: [Data] = []
-        var logs: [Data] = []
-        var logKeys: [String] = []
-        for key in try await store.keys().sorted() {
-            if GrantStore.isLogKey(key) {
-                guard let data = try await store.read(key), !data.isEmpty else { continue }
-                logs.append(data)
-                logKeys.append(key)
-            } else if GrantStore.isStateKey(key) {
-                guard let data = try await store.read(key), !data.isEmpty else { continue }
-                buckets.append(data)
+        guard let writer else { return }
+        let report = try await ledger.load(from: writer.store, now: now())
+        logger.info(
+            "grant state loaded",
+            metadata: [
+                "logins": "\(report.families)", "access_tokens": "\(report.accessTokens)",
+                "journal_entries": "\(report.journalEntries)", "superseded_entries": "\(report.obsoleteEntries)",
+                "expired_dropped": "\(report.expiredDropped)",
+            ])
+        if !configuration.allowInsecureRegistration {
+            // Legacy-flow logins end when tsidp runs without the legacy flow.
+            try await ledger.transact { tables in
+                for (id, family) in tables.families where family.grant.boundNodeID != nil { tables.revokeFamily(id) }
             }
         }
-        await persistence?.resume(journal: logKeys)
-        do {
-            try grants.restore(buckets, logs: logs, now: now())
-            if !configuration.allowInsecureRegistration, grants.revokeNodeBoundFamilies() {
-                try await persist()
-            }
-        } catch let error as KeyFileError {
-            throw error
-        } catch {
-            throw KeyFileError(
-                "the grant state (tsidp-grants-*.json) in \(store.description) is damaged; remove those files to start without sessions"
-            )
-        }
-    }
-
-    /// Makes the in-memory grant state durable; concurrent callers share one write.
-    func persist() async throws {
-        guard let persistence else { return }
-        do {
-            try await persistence.commit()
-        } catch {
-            logger.error("cannot write grant state", metadata: ["error": "\(error)"])
-            throw OAuthError(.temporarilyUnavailable, "the grant could not be stored; try again", status: 503)
-        }
+        await ledger.flush()
     }
 
     /// How many grant-state writes have been made (for tests of write batching).
-    public var grantWrites: Int {
-        get async { await persistence?.writes ?? 0 }
-    }
+    public var grantWrites: Int { ledger.writes }
 
     /// `/.well-known/openid-configuration` (and the RFC 8414 document), serialized once.
     ///
@@ -138,23 +114,53 @@ public final class Provider: Sendable {
         return includeRegistration ? discovery.withRegistration : discovery.withoutRegistration
     }
 
-    /// Forgets expired codes and tokens; call periodically.
-    public func sweep() async {
-        if grants.sweep(now: now()) { try? await persist() }
+    /// Forgets expired codes and tokens; call periodically. Expired records are removed in
+    /// journal entries of at most ``sweepBatch`` records each, so a sweep never writes the whole
+    /// state at once.
+    public func sweep() async throws {
+        let current = now()
+        ledger.changeCodes { $0.sweepCodes(now: current) }
+        while true {
+            let removed = try await ledger.transact { tables -> Int in
+                var removed = 0
+                for (id, family) in tables.families where family.expiresAt <= current {
+                    tables.revokeFamily(id)
+                    removed += 1
+                    if removed >= Self.sweepBatch { return removed }
+                }
+                for (key, record) in tables.access where record.expiresAt <= current {
+                    tables.setAccess(key, nil)
+                    removed += 1
+                    if removed >= Self.sweepBatch { return removed }
+                }
+                return removed
+            }
+            if removed < Self.sweepBatch { return }
+        }
     }
+
+    /// Records removed per journal entry by a sweep.
+    static let sweepBatch = 2_000
 
     /// Deletes a client and everything issued to it.
     public func deleteClient(_ id: String) async throws -> Bool {
-        let existed = try await clients.delete(id)
-        if existed {
-            grants.purge(clientID: id)
-            try await persist()
+        guard await clients.client(id) != nil else { return false }
+        // Tokens first: if the client's deletion then fails, the client remains with nothing
+        // issued, never the other way round.
+        ledger.changeCodes { $0.removeCodes(clientID: id) }
+        try await ledger.transact { tables in
+            for (key, record) in tables.access where record.grant.clientID == id { tables.setAccess(key, nil) }
+            for (familyID, family) in tables.families where family.grant.clientID == id {
+                tables.revokeFamily(familyID)
+            }
         }
-        return existed
+        return try await clients.delete(id)
     }
 
     /// Outstanding codes, access tokens and refresh families (for metrics and tests).
-    public var grantCounts: (codes: Int, accessTokens: Int, families: Int) { grants.counts }
+    public var grantCounts: (codes: Int, accessTokens: Int, families: Int) {
+        ledger.read { ($0.codes.count, $0.access.count, $0.families.count) }
+    }
 }
 
 /// The discovery model: one value, two serializations (with and without the registration

@@ -44,6 +44,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         guard access(url.path, W_OK | R_OK | X_OK) == 0 else {
             throw StateStoreError(.configuration, "state directory \(url.path) is not writable: \(Self.errnoText())")
         }
+        try Self.removeLeftovers(in: url)
         self.directory = url
     }
 
@@ -88,14 +89,38 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         try syncDirectory()
     }
 
+    /// - Important: A directory that cannot be listed is an error, never "no state".
     public func keys() async throws -> [String] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory.path)) ?? []
-        return names.filter { (try? StateKey.validate($0)) != nil && !$0.contains(".tmp-") }.filter {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        } catch {
+            throw StateStoreError(.io, "cannot list \(directory.path): \(Self.reason(error))")
+        }
+        return names.filter { StateKey.isValid($0) && !$0.contains(".tmp-") }.filter {
             var isDir: ObjCBool = false
             return FileManager.default.fileExists(
                 atPath: directory.appendingPathComponent($0).path, isDirectory: &isDir)
                 && !isDir.boolValue
         }.sorted()
+    }
+
+    /// Removes temporary files a write interrupted by a crash left behind (`.<key>.tmp-<n>`);
+    /// they were never renamed into place, so they hold nothing anyone acknowledged.
+    private static func removeLeftovers(in directory: URL) throws {
+        let names: [String]
+        do {
+            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+        } catch {
+            throw StateStoreError(.configuration, "cannot list state directory \(directory.path): \(reason(error))")
+        }
+        for name in names where name.hasPrefix(".") && name.contains(".tmp-") {
+            let path = directory.appendingPathComponent(name).path
+            if unlink(path) != 0 && errno != ENOENT {
+                throw StateStoreError(
+                    .configuration, "cannot remove the leftover temporary file \(path): \(errnoText())")
+            }
+        }
     }
 
     private func writeFile(_ key: String, _ value: Data) throws {

@@ -59,6 +59,12 @@ public struct StateStoreError: Error, CustomStringConvertible, Sendable, Equatab
 /// The same rule as tailscaled's Kubernetes store sanitizer accepts unchanged, so every key can
 /// be a file name and a Secret data key without translation.
 public enum StateKey {
+    /// Whether `key` is a valid state key.
+    public static func isValid(_ key: String) -> Bool {
+        (try? validate(key)) != nil
+    }
+
+    /// Throws ``StateStoreError/Kind/invalidKey`` unless `key` is valid.
     public static func validate(_ key: String) throws {
         guard !key.isEmpty, key.utf8.count <= 200, key.first != "." else {
             throw StateStoreError(.invalidKey, "invalid state key \"\(key)\"")

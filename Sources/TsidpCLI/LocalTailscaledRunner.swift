@@ -7,6 +7,7 @@ import NIOCore
 import NIOSSL
 import OIDCProvider
 import ServiceLifecycle
+import StateStore
 import Synchronization
 import Tailnet
 
@@ -48,12 +49,13 @@ struct LocalTailscaledRunner {
                 "--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
         }
         let store = try Runner.openStore(stateDirectory)
+        let writer = StateWriter(store: store, logger: logger)
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
         let caller = CallerIdentity(
             localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
             excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
         let provider = try await Runner.makeProvider(
-            store: store, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration,
+            writer: writer, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration,
             logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
@@ -63,7 +65,8 @@ struct LocalTailscaledRunner {
             options: options, logger: logger,
             readiness: { (try? await localAPI.status())?.backendState == "Running" })
 
-        var services: [any Service] = []
+        // The writer first: services stop in reverse order, so it drains after every listener.
+        var services: [any Service] = [writer]
         for address in status.tailscaleIPs {
             services.append(
                 Application(

@@ -36,14 +36,14 @@ struct Runner {
 
     /// Loads keys and clients and builds the provider.
     static func makeProvider(
-        store: any StateStore, issuer: String, idpHost: String, identity: CallerIdentity, options: Configuration,
+        writer: StateWriter, issuer: String, idpHost: String, identity: CallerIdentity, options: Configuration,
         logger: Logger
     ) async throws -> Provider {
         let keys: KeyRing
         let clients: ClientRegistry
         do {
-            keys = try await KeyRing.load(from: store)
-            clients = try await ClientRegistry.load(from: store)
+            keys = try await KeyRing.load(from: writer)
+            clients = try await ClientRegistry.load(from: writer)
         } catch let error as KeyFileError {
             throw UsageError(error.message)
         } catch let error as StateStoreError {
@@ -59,7 +59,7 @@ struct Runner {
         }
         let provider = Provider(
             configuration: settings, keys: keys, clients: clients,
-            grantStore: store,
+            writer: writer,
             reidentify: { (grant: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
                 try await identity.reidentify(grant)
             },
@@ -67,6 +67,8 @@ struct Runner {
         do {
             try await provider.restoreGrants()
         } catch let error as KeyFileError {
+            throw UsageError(error.message)
+        } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
         return provider
@@ -85,6 +87,7 @@ struct Runner {
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
         let store = try Self.openStore(stateDirectory)
+        let writer = StateWriter(store: store, logger: logger)
 
         // The simulated tailnet's socket lives in a private directory of its own.
         var template = Array(
@@ -105,7 +108,7 @@ struct Runner {
             socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
         let provider = try await Self.makeProvider(
-            store: store, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
+            writer: writer, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
             logger: logger)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
@@ -115,7 +118,8 @@ struct Runner {
             options: options, logger: logger,
             readiness: { (try? await localAPI.status()) != nil })
 
-        var services: [any Service] = [simulated]
+        // The writer first: services stop in reverse order, so it drains after every listener.
+        var services: [any Service] = [writer, simulated]
         let port = configuration.port
         let banner = Self.devBanner(
             issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort)
@@ -229,7 +233,13 @@ struct SweepService: Service {
             } catch {
                 return
             }
-            await provider.sweep()
+            do {
+                try await provider.sweep()
+            } catch {
+                logger.warning(
+                    "expired grants could not be removed from the store; the next sweep retries",
+                    metadata: ["error": "\(error)"])
+            }
             do {
                 try await provider.keys.maintain()
             } catch {

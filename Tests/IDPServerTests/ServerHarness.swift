@@ -71,7 +71,8 @@ struct Harness {
         let store = MemoryStateStore()
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
-            keys: try await KeyRing.load(from: store), clients: try await ClientRegistry.load(from: store),
+            keys: try await KeyRing.load(from: StateWriter(store: store)),
+            clients: try await ClientRegistry.load(from: StateWriter(store: store)),
             logger: capture.logger())
         var options = IDPServer.Options()
         options.debugAllRequests = debugAllRequests

@@ -40,8 +40,8 @@ enum Fixtures {
     ) async throws -> Setup {
         let store = MemoryStateStore()
         let clock = TestClock()
-        let keys = try await KeyRing.load(from: store)
-        let clients = try await ClientRegistry.load(from: store)
+        let keys = try await KeyRing.load(from: StateWriter(store: store))
+        let clients = try await ClientRegistry.load(from: StateWriter(store: store))
         var registration = ClientRegistry.Registration(name: "Example App", redirectURIs: redirectURIs)
         registration.tokenEndpointAuthMethod = authMethod
         registration.scope = scope

@@ -15,7 +15,7 @@ struct KeyRotationTests {
 
     @Test("a fresh ring publishes a current and a next key for RS256, ES256 and EdDSA")
     func fresh() async throws {
-        let ring = try await KeyRing.load(from: MemoryStateStore())
+        let ring = try await KeyRing.load(from: StateWriter(store: MemoryStateStore()))
         let jwks = Fixtures.json(ring.jwksDocument)["keys"] as? [[String: Any]] ?? []
         #expect(jwks.count == 6)
         #expect(Set(jwks.compactMap { $0["kid"] as? String }).count == 6)
@@ -26,7 +26,7 @@ struct KeyRotationTests {
     @Test("rotation: the next key signs, the previous key still verifies, and both persist")
     func rotation() async throws {
         let store = MemoryStateStore()
-        let ring = try await KeyRing.load(from: store)
+        let ring = try await KeyRing.load(from: StateWriter(store: store))
         let before = ring.signingKey
         let nextKid = try #require(
             (Fixtures.json(ring.jwksDocument)["keys"] as? [[String: Any]])?.filter { $0["alg"] as? String == "RS256" }
@@ -43,7 +43,7 @@ struct KeyRotationTests {
         let newToken = try ring.signingKey.sign(payload: #"{"sub":"userid:2002"}"#)
         #expect(try await keys.verify(newToken, as: Minimal.self).sub.value == "userid:2002")
         // A restart sees the same ring, and oidc-key.json follows the current RS256 key.
-        let reloaded = try await KeyRing.load(from: store)
+        let reloaded = try await KeyRing.load(from: StateWriter(store: store))
         #expect(reloaded.signingKey.kid == nextKid)
         #expect(reloaded.key(withID: before.kid) != nil)
         let goFile = String(decoding: try #require(try await store.read(KeyRing.stateKey)), as: UTF8.self)
@@ -56,7 +56,7 @@ struct KeyRotationTests {
         policy.rotationInterval = 100
         policy.retention = 50
         let start = Date(timeIntervalSince1970: 1_800_000_000)
-        let ring = try await KeyRing.load(from: MemoryStateStore(), policy: policy, now: start)
+        let ring = try await KeyRing.load(from: StateWriter(store: MemoryStateStore()), policy: policy, now: start)
         let first = ring.signingKey.kid
         #expect(try await ring.maintain(now: start.addingTimeInterval(99)) == false)
         #expect(try await ring.maintain(now: start.addingTimeInterval(100)) == true)

@@ -12,8 +12,8 @@ struct LegacyFlowTests {
         var settings = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
         settings.allowInsecureRegistration = enabled
         return Provider(
-            configuration: settings, keys: try await KeyRing.load(from: store),
-            clients: try await ClientRegistry.load(from: store))
+            configuration: settings, keys: try await KeyRing.load(from: StateWriter(store: store)),
+            clients: try await ClientRegistry.load(from: StateWriter(store: store)))
     }
 
     func authorize(_ provider: Provider, node: Int64? = rpNode, clientID: String = "unused") async -> AuthorizeResult {
@@ -80,8 +80,8 @@ struct LegacyBoundaryTests {
         var settings = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp")
         settings.allowInsecureRegistration = true
         let provider = Provider(
-            configuration: settings, keys: try await KeyRing.load(from: store),
-            clients: try await ClientRegistry.load(from: store))
+            configuration: settings, keys: try await KeyRing.load(from: StateWriter(store: store)),
+            clients: try await ClientRegistry.load(from: StateWriter(store: store)))
         let registered = try await provider.clients.register(.init(name: "Grafana", redirectURIs: [Fixtures.redirect]))
         let result = await provider.authorize(
             Fixtures.query([
@@ -98,11 +98,11 @@ struct LegacyBoundaryTests {
     @Test("legacy grants end when the legacy flow is turned off")
     func turnedOff() async throws {
         let store = MemoryStateStore()
-        let keys = try await KeyRing.load(from: store)
-        let clients = try await ClientRegistry.load(from: store)
+        let keys = try await KeyRing.load(from: StateWriter(store: store))
+        let clients = try await ClientRegistry.load(from: StateWriter(store: store))
         var on = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp")
         on.allowInsecureRegistration = true
-        let first = Provider(configuration: on, keys: keys, clients: clients, grantStore: store)
+        let first = Provider(configuration: on, keys: keys, clients: clients, writer: StateWriter(store: store))
         let code = try #require(
             Fixtures.redirectParameters(
                 await first.authorize(
@@ -120,7 +120,7 @@ struct LegacyBoundaryTests {
         let access = try #require(Fixtures.json(token.body)["access_token"] as? String)
         let off = Provider(
             configuration: ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp"), keys: keys, clients: clients,
-            grantStore: store)
+            writer: StateWriter(store: store))
         try await off.restoreGrants()
         #expect(off.userInfo(accessToken: access).status == 401)
     }

@@ -25,8 +25,8 @@ struct TokenExchangeTests {
         var settings = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
         settings.enableTokenExchange = enabled
         let provider = Provider(
-            configuration: settings, keys: try await KeyRing.load(from: store),
-            clients: try await ClientRegistry.load(from: store),
+            configuration: settings, keys: try await KeyRing.load(from: StateWriter(store: store)),
+            clients: try await ClientRegistry.load(from: StateWriter(store: store)),
             now: { clock.now })
         let created = try await provider.clients.register(.init(name: "Gateway", redirectURIs: [Fixtures.redirect]))
         let setup = Fixtures.Setup(

@@ -1,0 +1,21 @@
+import Foundation
+
+/// What the user authorized at `/authorize`: carried by a code, then by the tokens it mints.
+public struct AuthorizationGrant: Sendable, Equatable, Codable {
+    public var clientID: String
+    public var redirectURI: String
+    public var scopes: [String]
+    public var nonce: String?
+    public var codeChallenge: String?
+    public var codeChallengeMethod: PKCE.Method?
+    public var resources: [String]
+    public var identity: UserIdentity
+    public var authTime: Date
+    /// Legacy flow: the relying party's node, which alone may redeem the code and refresh.
+    public var boundNodeID: Int64? = nil
+
+    enum CodingKeys: String, CodingKey {
+        case clientID = "c", redirectURI = "r", scopes = "s", nonce = "n", codeChallenge = "cc"
+        case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at", boundNodeID = "node"
+    }
+}
