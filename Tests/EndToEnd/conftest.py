@@ -236,6 +236,17 @@ class ManagedProcess:
                 pass
             self.popen.wait(timeout=STOP_TIMEOUT)
 
+    def kill(self) -> Optional[int]:
+        """SIGKILL the process group and reap it; returns the exit status (``-SIGKILL`` unless the
+        process had already exited on its own)."""
+        if self.popen.poll() is None:
+            try:
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.popen.wait(timeout=STOP_TIMEOUT)
+        return self.popen.poll()
+
 
 class ProcessRegistry:
     """Keeps every started process so the session can stop them all."""
@@ -446,10 +457,13 @@ def start_tsidp(
 
 @pytest.fixture(scope="session")
 def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]:
-    """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``."""
+    """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``; ``workdir`` (default: a
+    new scratch dir) holds the logs and the state dir ``workdir/state``, which may be prepared (e.g.
+    a mount point) beforehand."""
 
-    def make(identities: Optional[list] = None, clients: Optional[dict] = None, port: Optional[int] = None) -> Tsidp:
-        return start_tsidp(processes, tsidp_binary, scratch_dirs("tsidp"), identities, clients, port)
+    def make(identities: Optional[list] = None, clients: Optional[dict] = None, port: Optional[int] = None,
+             workdir: Optional[Path] = None) -> Tsidp:
+        return start_tsidp(processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port)
 
     return make
 
@@ -690,6 +704,18 @@ def make_browser() -> Callable[[str], requests.Session]:
 def peer_import() -> Callable[[str, str], object]:
     """``peer_import("authlib.jose", hint)`` -> module, or skip/fail if not installed."""
     return import_peer
+
+
+@pytest.fixture(scope="session")
+def missing_tool_policy() -> Callable[[str], None]:
+    """``missing_tool_policy(message)``: skip, or fail under TSIDP_REQUIRE_INTEROP=1."""
+    return missing_tool
+
+
+@pytest.fixture(scope="session")
+def bounded_wait() -> Callable[..., bool]:
+    """``bounded_wait(predicate, timeout, interval=0.1)`` -> whether it became true in time."""
+    return wait_until
 
 
 @pytest.fixture(scope="session")
@@ -1249,11 +1275,12 @@ class OpenIDProvider:
 
 
 @pytest.fixture(scope="session")
-def oidc_op_factory(tsidp_factory, conformance_identities) -> Callable[[], OpenIDProvider]:
-    """``oidc_op_factory()`` -> a driver for a fresh tsidp (own state dir) with the conformance identities."""
+def oidc_op_factory(tsidp_factory, conformance_identities) -> Callable[..., OpenIDProvider]:
+    """``oidc_op_factory()`` -> a driver for a fresh tsidp (own state dir) with the conformance identities;
+    ``oidc_op_factory(workdir=path)`` starts it in a prepared work dir (see ``tsidp_factory``)."""
 
-    def make() -> OpenIDProvider:
-        return OpenIDProvider(tsidp_factory(identities=conformance_identities))
+    def make(workdir: Optional[Path] = None) -> OpenIDProvider:
+        return OpenIDProvider(tsidp_factory(identities=conformance_identities, workdir=workdir))
 
     return make
 
@@ -1265,15 +1292,20 @@ def oidc_op(oidc_op_factory) -> OpenIDProvider:
 
 
 @pytest.fixture(scope="session")
-def restart_tsidp(processes, tsidp_binary) -> Callable[[Tsidp], Tsidp]:
+def restart_tsidp(processes, tsidp_binary) -> Callable[..., Tsidp]:
     """``restart_tsidp(old)``: SIGTERM ``old`` and start tsidp again on the same --dir and port
-    (the same port keeps the issuer, and so every token's ``iss``, unchanged)."""
+    (the same port keeps the issuer, and so every token's ``iss``, unchanged).
+    ``restart_tsidp(old, kill=True)`` SIGKILLs it instead, as a crash would."""
 
-    def restart(old: Tsidp) -> Tsidp:
-        old.process.stop()
-        status = old.process.popen.poll()
-        assert status is not None, "tsidp did not stop"
-        assert status != -signal.SIGKILL, f"tsidp ignored SIGTERM and had to be killed\n{old.process.logs()}"
+    def restart(old: Tsidp, kill: bool = False) -> Tsidp:
+        if kill:
+            status = old.process.kill()
+            assert status == -signal.SIGKILL, f"tsidp had exited on its own (status {status})\n{old.process.logs()}"
+        else:
+            old.process.stop()
+            status = old.process.popen.poll()
+            assert status is not None, "tsidp did not stop"
+            assert status != -signal.SIGKILL, f"tsidp ignored SIGTERM and had to be killed\n{old.process.logs()}"
         workdir = old.state_dir.parent
         new = None
         for _ in range(20):  # the port may linger for a moment after the old process exits
