@@ -127,11 +127,17 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(
-            name: "StateStoreTests", dependencies: ["StateStore", "StateStoreTesting"], swiftSettings: strict),
+            name: "StateStoreTests",
+            dependencies: [
+                "StateStore", "StateStoreTesting",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "IDPServerTests",
             dependencies: [
-                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "AnyJSON",
+                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "StateStoreTesting", "AnyJSON",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -20,6 +20,8 @@ public struct ProviderConfiguration: Sendable {
     public var allowInsecureRegistration = false
     /// When the grant journal is folded into its bucket files.
     var grantCompaction = GrantLedger.CompactionPolicy()
+    /// Records a sweep removes per journal entry.
+    var sweepBatch = 2_000
 
     public init(issuer: String, idpHost: String) {
         var trimmed = issuer
@@ -115,8 +117,8 @@ public final class Provider: Sendable {
     }
 
     /// Forgets expired codes and tokens; call periodically. Expired records are removed in
-    /// journal entries of at most ``sweepBatch`` records each, so a sweep never writes the whole
-    /// state at once.
+    /// journal entries of at most 2,000 records each, so a sweep never writes the whole state at
+    /// once, and writes nothing but the removals.
     public func sweep() async throws {
         let current = now()
         ledger.changeCodes { $0.sweepCodes(now: current) }
@@ -126,21 +128,18 @@ public final class Provider: Sendable {
                 for (id, family) in tables.families where family.expiresAt <= current {
                     tables.revokeFamily(id)
                     removed += 1
-                    if removed >= Self.sweepBatch { return removed }
+                    if removed >= configuration.sweepBatch { return removed }
                 }
                 for (key, record) in tables.access where record.expiresAt <= current {
                     tables.setAccess(key, nil)
                     removed += 1
-                    if removed >= Self.sweepBatch { return removed }
+                    if removed >= configuration.sweepBatch { return removed }
                 }
                 return removed
             }
-            if removed < Self.sweepBatch { return }
+            if removed < configuration.sweepBatch { return }
         }
     }
-
-    /// Records removed per journal entry by a sweep.
-    static let sweepBatch = 2_000
 
     /// Deletes a client and everything issued to it.
     public func deleteClient(_ id: String) async throws -> Bool {

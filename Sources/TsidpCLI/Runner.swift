@@ -97,7 +97,14 @@ struct Runner {
             throw UsageError("cannot create a private directory for the simulated tailnet")
         }
         let socketDirectory = String(cString: created)
-        defer { try? FileManager.default.removeItem(atPath: socketDirectory) }
+        defer {
+            // The simulated tailnet's private socket directory, not state: a failure is only noise.
+            do {
+                try FileManager.default.removeItem(atPath: socketDirectory)
+            } catch {
+                logger.debug("could not remove \(socketDirectory): \(error)")
+            }
+        }
         let socketPath = socketDirectory + "/tailscaled.sock"
         let tailnet = SimulatedTailnet(socketPath: socketPath, identities: identities)
         let simulatedReady = ReadySignal()

@@ -223,6 +223,38 @@ struct OAuthHTTPTests {
 
 @Suite("HTTP: clients API and registration")
 struct ClientsHTTPTests {
+    @Test("a failed store write answers 503 temporarily_unavailable on every endpoint that writes")
+    func failedWrites() async throws {
+        try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
+            let (headers, body) = form("name=Grafana&redirect_uri=https%3A%2F%2Fgrafana.example.com%2Fcb")
+            harness.faults.failAllWrites = true
+            let created = try await client.execute(uri: "/clients/new", method: .post, headers: headers, body: body)
+            #expect(created.status == .serviceUnavailable)
+            #expect(created.json["error"] as? String == "temporarily_unavailable")
+            var json = HTTPFields()
+            json[.contentType] = "application/json"
+            let registration = try await client.execute(
+                uri: "/register", method: .post, headers: json,
+                body: ByteBuffer(string: #"{"redirect_uris":["https://a.example.com/cb"]}"#))
+            #expect(registration.status == .serviceUnavailable)
+            #expect(registration.json["error"] as? String == "temporarily_unavailable")
+            let kid = harness.provider.keys.signingKey.kid
+            let rotation = try await client.execute(uri: "/keys/rotate", method: .post)
+            #expect(rotation.status == .serviceUnavailable)
+            #expect(harness.provider.keys.signingKey.kid == kid)
+            #expect(await harness.provider.clients.all().isEmpty)
+            harness.faults.failAllWrites = false
+            let retried = try await client.execute(uri: "/clients/new", method: .post, headers: headers, body: body)
+            #expect(retried.status == .ok)
+            let id = try #require(retried.json["client_id"] as? String)
+            harness.faults.failAllWrites = true
+            let deleted = try await client.execute(uri: "/clients/\(id)", method: .delete)
+            #expect(deleted.status == .serviceUnavailable)
+            harness.faults.failAllWrites = false
+            #expect(try await client.execute(uri: "/clients/\(id)", method: .get).status == .ok)
+        }
+    }
+
     @Test("an admin creates, reads, updates, regenerates and deletes a client")
     func lifecycle() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in

@@ -9,6 +9,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import OIDCProvider
 import StateStore
+import StateStoreTesting
 import Tailnet
 
 /// Collects log lines so tests can check what reaches the log.
@@ -45,6 +46,8 @@ struct Harness {
     let provider: Provider
     let server: IDPServer
     let store: MemoryStateStore
+    /// The store the provider writes through; faults planned here hit the provider's writes.
+    let faults: FaultInjectingStateStore
     let capture: LogCapture
     let socketDirectory: String
 
@@ -69,11 +72,12 @@ struct Harness {
             socketPath: directory + "/s.sock", identities: [identity(login: "alice@example.com", rules: rules)])
         let capture = LogCapture()
         let store = MemoryStateStore()
+        let faults = FaultInjectingStateStore(wrapping: store)
+        let writer = StateWriter(store: faults)
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
-            keys: try await KeyRing.load(from: StateWriter(store: store)),
-            clients: try await ClientRegistry.load(from: StateWriter(store: store)),
-            logger: capture.logger())
+            keys: try await KeyRing.load(from: writer), clients: try await ClientRegistry.load(from: writer),
+            writer: writer, logger: capture.logger())
         var options = IDPServer.Options()
         options.debugAllRequests = debugAllRequests
         let server = IDPServer(
@@ -83,7 +87,8 @@ struct Harness {
                 capabilityName: "tailscale.com/cap/tsidp"),
             options: options, logger: capture.logger())
         let harness = Harness(
-            provider: provider, server: server, store: store, capture: capture, socketDirectory: directory)
+            provider: provider, server: server, store: store, faults: faults, capture: capture,
+            socketDirectory: directory)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
         try await withThrowingTaskGroup(of: Void.self) { group in

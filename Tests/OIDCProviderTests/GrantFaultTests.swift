@@ -40,6 +40,7 @@ struct FaultRig {
     static func provider(_ base: Fixtures.Setup, store: any StateStore) async throws -> Provider {
         var configuration = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
         configuration.grantCompaction = compaction
+        configuration.sweepBatch = 3
         let provider = Provider(
             configuration: configuration, keys: base.provider.keys, clients: base.provider.clients,
             writer: StateWriter(store: store), now: { base.clock.now })
@@ -243,6 +244,32 @@ struct GrantFaultTests {
         // told 503 and keeps its token.
         #expect(await rig.setup.refresh(token).status == 503)
         try await rig.checkAfterRestart("landed but failed")
+    }
+
+    @Test("the sweep writes only what expired, a few records per journal entry")
+    func sweep() async throws {
+        let rig = try await FaultRig.make()
+        for _ in 0..<5 { try await rig.login() }
+        try await rig.refresh(0)
+        let before = rig.faulty.attemptedBatches.count
+        // Access tokens live 5 minutes, logins 30 days.
+        rig.base.clock.advance(301)
+        try await rig.setup.provider.sweep()
+        let batches = rig.faulty.attemptedBatches.dropFirst(before)
+        var removed = 0
+        for batch in batches {
+            for case (let key, let data?) in batch where GrantFileCodec.journalSequence(key) != nil {
+                let file = try GrantFileCodec.decode(data, key: key, source: "t")
+                #expect(file.families.isEmpty, "a sweep entry must not rewrite logins")
+                #expect(file.access.count <= 3)
+                #expect(file.access.values.allSatisfy { $0 == nil })
+                removed += file.access.count
+            }
+        }
+        #expect(removed == 6)
+        #expect(rig.setup.provider.grantCounts.accessTokens == 0)
+        #expect(rig.setup.provider.grantCounts.families == 5)
+        try await rig.checkAfterRestart("after a sweep")
     }
 
     @Test("an emptied bucket is rewritten empty with its sequence, never deleted")

@@ -1,16 +1,21 @@
 import Foundation
 import StateStore
+import StateStoreTesting
 import Testing
 
 /// One suite every back end must pass.
 enum BackEnd: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case memory, directory
+    /// The fault-injecting wrapper with no fault planned must behave like what it wraps.
+    case faultFree = "fault-injecting (no faults)"
     var testDescription: String { rawValue }
 
     func make() throws -> any StateStore {
         switch self {
         case .memory: return MemoryStateStore()
         case .directory: return try DirectoryStateStore(path: TemporaryDirectory.make())
+        case .faultFree:
+            return FaultInjectingStateStore(wrapping: try DirectoryStateStore(path: TemporaryDirectory.make()))
         }
     }
 }
@@ -118,5 +123,54 @@ struct DirectoryStateStoreTests {
         await #expect(throws: StateStoreError.self) { try await store.write("blocked", Data("new".utf8)) }
         #expect(try await store.read("clients.json") == Data("old".utf8))
         #expect(try FileManager.default.contentsOfDirectory(atPath: path).sorted() == ["blocked", "clients.json"])
+    }
+
+    @Test("temporary files a crash left behind are removed when the directory is opened")
+    func leftoversRemoved() async throws {
+        let path = TemporaryDirectory.make()
+        let store = try DirectoryStateStore(path: path)
+        try await store.write("tsidp-grants-01.json", Data("{}".utf8))
+        try Data("half".utf8).write(to: URL(fileURLWithPath: path + "/.tsidp-grants-01.json.tmp-12345"))
+        _ = try DirectoryStateStore(path: path)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: path) == ["tsidp-grants-01.json"])
+    }
+}
+
+@Suite("Fault-injecting store")
+struct FaultInjectingStateStoreTests {
+    @Test("a planned failure fails that write only, and writes nothing of it")
+    func plannedFailure() async throws {
+        let inner = MemoryStateStore()
+        let store = FaultInjectingStateStore(wrapping: inner)
+        store.failWrite(2)
+        try await store.write("a", Data("1".utf8))
+        await #expect(throws: StateStoreError.self) { try await store.write("b", Data("2".utf8)) }
+        try await store.write("c", Data("3".utf8))
+        #expect(try await inner.keys() == ["a", "c"])
+        #expect(store.writeCount == 3)
+    }
+
+    @Test("a torn batch applies the first entries in key order, then fails")
+    func tornBatch() async throws {
+        let inner = MemoryStateStore(["z": Data("old".utf8)])
+        let store = FaultInjectingStateStore(wrapping: inner)
+        store.failNextWrite(.partial(count: 2))
+        await #expect(throws: StateStoreError.self) {
+            try await store.write(["b": Data("2".utf8), "a": Data("1".utf8), "c": Data("3".utf8), "z": .none])
+        }
+        #expect(try await inner.keys() == ["a", "b", "z"])
+    }
+
+    @Test("failing deletes, reads and listings")
+    func otherFaults() async throws {
+        let store = FaultInjectingStateStore(wrapping: MemoryStateStore(["a": Data("1".utf8)]))
+        store.failDeletes = true
+        await #expect(throws: StateStoreError.self) { try await store.delete("a") }
+        try await store.write("b", Data("2".utf8))
+        store.failReads = ["a"]
+        await #expect(throws: StateStoreError.self) { try await store.read("a") }
+        #expect(try await store.read("b") == Data("2".utf8))
+        store.failListing = true
+        await #expect(throws: StateStoreError.self) { try await store.keys() }
     }
 }
