@@ -388,3 +388,21 @@ struct GrantFaultTests {
         try await rig.checkAfterRestart("format 1")
     }
 }
+
+@Suite("Grant state capacity")
+struct GrantCapacityTests {
+    @Test("50 logins with their live access tokens fit in 40,000 bytes of bucket files")
+    func fifty() async throws {
+        let rig = try await FaultRig.make()
+        for _ in 0..<50 { try await rig.login() }
+        var buckets = 0
+        var journal = 0
+        for key in try await rig.memory.keys() {
+            let size = try await rig.memory.read(key)?.count ?? 0
+            if GrantFileCodec.bucketIndex(key) != nil { buckets += size }
+            if GrantFileCodec.journalSequence(key) != nil { journal += size }
+        }
+        print("grant state of 50 logins: \(buckets) bytes in buckets, \(journal) in the journal")
+        #expect(buckets + journal < 40_000)
+    }
+}
