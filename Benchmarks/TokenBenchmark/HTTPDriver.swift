@@ -82,6 +82,46 @@ struct HTTPDriver: Sendable {
         }
     }
 
+    /// POST /token with `body` (client_secret_basic); returns the refresh token of the answer.
+    func refreshToken(body: String, client: ClientCredentials) async -> Result<String, Failure> {
+        var request = HTTPClientRequest(url: base + "/token")
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
+        request.headers.add(name: "Authorization", value: client.basicAuthorization)
+        request.body = .bytes(ByteBuffer(string: body))
+        do {
+            let response = try await http.execute(request, timeout: .seconds(120))
+            let answer = try await response.body.collect(upTo: 1 << 20)
+            guard response.status.code == 200 else {
+                return .failure(Failure("POST /token", Int(response.status.code), answer))
+            }
+            let text = String(buffer: answer)
+            guard let refresh = Self.jsonString("refresh_token", in: text) else {
+                return .failure(Failure("POST /token: 200 without refresh_token: \(text.prefix(200))"))
+            }
+            return .success(refresh)
+        } catch {
+            return .failure(Failure("POST /token: \(error)"))
+        }
+    }
+
+    /// Signs in (GET /authorize, then POST /token) and returns the refresh token.
+    func login(client: ClientCredentials) async -> Result<String, Failure> {
+        switch await authorize(client: client) {
+        case .success(let code):
+            return await refreshToken(
+                body: tokenBodyPrefix + OAuthParameters.escape(code) + tokenBodySuffix, client: client)
+        case .failure(let failure):
+            return .failure(failure)
+        }
+    }
+
+    /// POST /token with grant_type=refresh_token; returns the next refresh token.
+    func refresh(_ token: String, client: ClientCredentials) async -> Result<String, Failure> {
+        await refreshToken(
+            body: "grant_type=refresh_token&refresh_token=" + OAuthParameters.escape(token), client: client)
+    }
+
     /// GET /userinfo with the access token as a bearer token.
     func userInfo(accessToken: String) async -> Failure? {
         var request = HTTPClientRequest(url: base + "/userinfo")

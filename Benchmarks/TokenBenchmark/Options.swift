@@ -20,7 +20,7 @@ struct Options: Sendable {
     var stateParent: String?
 
     static let scenarioNames = [
-        "floor", "full", "token", "full-memory", "token-memory", "inprocess",
+        "floor", "full", "token", "refresh", "full-memory", "token-memory", "inprocess",
     ]
 
     static let usage = """

@@ -199,6 +199,44 @@ struct Scenarios {
         return result
     }
 
+    /// POST /token with grant_type=refresh_token, each worker rotating its own login's token: a
+    /// durable rotation per request, with the tailnet asked again who owns the device each time.
+    func refreshChain() async throws -> ScenarioResult {
+        let server = try await startServer(persistGrants: true)
+        let clients = [server.client] + (try await server.registerClients((options.concurrency - 1) / 16))
+        let driver = HTTPDriver(server: server, connections: options.concurrency)
+        var tokens: [String] = []
+        for worker in 0..<options.concurrency {
+            switch await driver.login(client: clients[worker % clients.count]) {
+            case .success(let token): tokens.append(token)
+            case .failure(let failure): throw failure
+            }
+        }
+        let current = Locked(tokens)
+        let measurement = await countingWrites(server) {
+            await LoadRunner.run(
+                concurrency: options.concurrency, warmup: options.warmup, duration: options.duration
+            ) { worker in
+                let client = clients[worker % clients.count]
+                let token = current.withLock { $0[worker] }
+                switch await driver.refresh(token, client: client) {
+                case .success(let next):
+                    current.withLock { $0[worker] = next }
+                    return .success(steps: [])
+                case .failure(let failure):
+                    return .failure(failure.description)
+                }
+            }
+        }
+        var result = await self.result(
+            name: "refresh", title: "refresh chain: POST /token grant_type=refresh_token", transport: "http",
+            server: server, measurement: measurement)
+        result.clients = clients.count
+        await driver.shutdown()
+        await server.stop()
+        return result
+    }
+
     /// `Provider.token(_:authorization:)` called directly, no HTTP: the provider's own cost.
     func inProcessToken(persistGrants: Bool) async throws -> ScenarioResult {
         let server = try await startServer(persistGrants: persistGrants)

@@ -93,6 +93,10 @@ func runBenchmark() async throws {
         progress("token endpoint alone, grants in a directory store")
         record(try await scenarios.tokenEndpoint(persistGrants: true))
     }
+    if options.runs("refresh") {
+        progress("refresh chain, grants in a directory store")
+        record(try await scenarios.refreshChain())
+    }
     if options.runs("full-memory") {
         progress("full login flow, grantStore: nil")
         record(try await scenarios.fullFlow(persistGrants: false))
