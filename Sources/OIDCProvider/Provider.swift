@@ -20,6 +20,13 @@ public struct ProviderConfiguration: Sendable {
     public var allowInsecureRegistration = false
     /// When the grant journal is folded into its bucket files.
     var grantCompaction = GrantLedger.CompactionPolicy()
+
+    /// The most grant journal entries before they are folded into the bucket files (default
+    /// 1,024); the journal is folded earlier when it reaches half the size of the buckets.
+    public var grantJournalMaximumEntries: Int {
+        get { grantCompaction.maximumJournalEntries }
+        set { grantCompaction.maximumJournalEntries = max(1, newValue) }
+    }
     /// Records a sweep removes per journal entry.
     var sweepBatch = 2_000
 

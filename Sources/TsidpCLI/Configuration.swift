@@ -25,6 +25,9 @@ public struct Configuration: Sendable, Equatable {
     public var debugAllRequests: Bool
     public var debugTailscaled: Bool
     public var devIdentitiesPath: String?
+    /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
+    /// into its bucket files (`nil`: the default, 1,024).
+    public var grantJournalEntries: Int? = nil
 
     public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
 
@@ -98,7 +101,12 @@ public struct Configuration: Sendable, Equatable {
                 "tsidp is work in progress: set TAILSCALE_USE_WIP_CODE=1 to run it (or try --dev, which needs nothing)")
         }
 
-        return Configuration(
+        let journalEntries = try envInt("TSIDP_GRANT_JOURNAL_ENTRIES")
+        if let journalEntries, !(1...100_000).contains(journalEntries) {
+            throw UsageError("TSIDP_GRANT_JOURNAL_ENTRIES \(journalEntries) is out of range: use 1 to 100000")
+        }
+
+        var resolved = Configuration(
             mode: dev ? .development : (useLocal ? .localTailscaled : .embedded),
             port: port,
             localPort: localPortValue == -1 ? nil : localPortValue,
@@ -113,6 +121,8 @@ public struct Configuration: Sendable, Equatable {
             debugAllRequests: try command.debugAllRequests ?? envBool("TSIDP_DEBUG_ALL_REQUESTS") ?? false,
             debugTailscaled: try command.debugTailscaled ?? envBool("TSIDP_DEBUG_TSNET") ?? false,
             devIdentitiesPath: command.devIdentities)
+        resolved.grantJournalEntries = journalEntries
+        return resolved
     }
 
     /// Features that are parsed but not built yet, as a one-line refusal.

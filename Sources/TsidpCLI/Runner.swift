@@ -52,6 +52,7 @@ struct Runner {
         var settings = ProviderConfiguration(issuer: issuer, idpHost: idpHost)
         settings.enableTokenExchange = options.enableSTS
         settings.allowInsecureRegistration = options.allowInsecureRegistration
+        if let entries = options.grantJournalEntries { settings.grantJournalMaximumEntries = entries }
         if options.allowInsecureRegistration {
             logger.warning(
                 "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering"

@@ -104,6 +104,14 @@ struct CommandLineTests {
     func badEnvironment() {
         #expect(failure([], ["TAILSCALE_USE_WIP_CODE": "1", "TSIDP_PORT": "eighty"]).0 == 2)
         #expect(failure([], ["TAILSCALE_USE_WIP_CODE": "1", "TSIDP_USE_FUNNEL": "yes please"]).0 == 2)
+        #expect(failure(["--dev"], ["TSIDP_GRANT_JOURNAL_ENTRIES": "0"]).0 == 2)
+        #expect(failure(["--dev"], ["TSIDP_GRANT_JOURNAL_ENTRIES": "many"]).0 == 2)
+    }
+
+    @Test("TSIDP_GRANT_JOURNAL_ENTRIES sets how long the grant journal grows before compaction")
+    func journalEntries() throws {
+        #expect(try configuration(["--dev"]).grantJournalEntries == nil)
+        #expect(try configuration(["--dev"], ["TSIDP_GRANT_JOURNAL_ENTRIES": "64"]).grantJournalEntries == 64)
     }
 
     @Test("outside --dev, TAILSCALE_USE_WIP_CODE=1 is required and the message says so")
