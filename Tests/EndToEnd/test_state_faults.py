@@ -2,7 +2,7 @@
 
 tsidp keeps refresh-token families and access tokens (as SHA-256 digests) in its state directory:
 bucket files ``tsidp-grants-NN.json`` and a journal of small entries
-``tsidp-grants-log-<seq>.json`` that is compacted into the buckets after 64 entries (see
+``tsidp-grants-log-<seq>.json`` that is compacted into the buckets from time to time (see
 docs/configuration.md). A write that fails answers 503 ``temporarily_unavailable`` and must leave
 the in-memory state as it is on disk. After a fault and a restart, for every refresh family a
 relying party holds:
@@ -15,16 +15,21 @@ relying party holds:
 
 and every state file parses as JSON.
 
-``test_disk_full_keeps_grant_state`` puts the state directory on a 4 MiB tmpfs and fills it with a
-ballast file three times: when the first compaction (the 65th grant write) is due, when an
-ordinary journal write is due, and when the next compaction is due. Every token request during a
-full disk must answer 503, its refresh token must still work once space is back, and after a
-restart the three properties must hold. Mounting needs root and permission to mount (CI has both);
-without them the test skips, or fails when TSIDP_REQUIRE_INTEROP=1.
+``test_disk_full_keeps_grant_state`` puts the state directory on an 8 MiB tmpfs and fills it with a
+ballast file three times. Twice, when the journal holds 63 entries, the ballast leaves room for
+exactly one more: the 64th entry is stored, and the compaction due then fails for lack of space,
+as does every grant write after it until the ballast is removed. (The test sets
+TSIDP_GRANT_JOURNAL_ENTRIES=64, so a tsidp with that setting compacts right after the 64th entry;
+one without it compacts every 64 entries, as the 65th grant write: the reported bug.) Once in
+between, the disk is full for an ordinary journal write. Every token request during a fault must
+answer 503, its refresh token must still work once space is back, and after a restart the three
+properties must hold. Mounting needs root and permission to mount (CI has both); without them the
+test skips, or fails when TSIDP_REQUIRE_INTEROP=1.
 
 ``test_sigkill_loop_keeps_grant_state`` starts tsidp on one state directory again and again; each
 time a few threads log in, refresh, revoke and create, rename and delete clients concurrently
-until tsidp is killed with SIGKILL at a random moment. After every restart the three properties
+until tsidp is killed with SIGKILL at a random moment (TSIDP_GRANT_JOURNAL_ENTRIES=16, so
+compactions are frequent and a kill can land in one). After every restart the three properties
 are checked for every answer received in full before the kill, and the clients API must show
 every confirmed client change. A request in flight at the kill has an unknown outcome: its old
 refresh token may work or not (it works at most once; the new one was never seen).
@@ -60,7 +65,8 @@ import pytest
 import requests
 
 COMPACTION_EVERY = 64  # journal entries before a grant write compacts them (docs/configuration.md)
-TMPFS_SIZE = 4 * 1024 * 1024
+TMPFS_SIZE = 8 * 1024 * 1024
+PAGE = 4096  # tmpfs allocates whole pages
 BALLAST = "ballast.bin"
 SCOPE = "openid email"
 
@@ -68,6 +74,7 @@ KILL_ROUNDS = int(os.environ.get("TSIDP_KILL_LOOP_ROUNDS", "8"))
 KILL_WORKERS = 3
 OPS_PER_WORKER_ROUND = 80  # bound on one worker's requests between two kills
 FAMILIES_PER_WORKER = 5  # live families a worker keeps before it stops logging in
+KILL_LOOP_JOURNAL = 16  # journal entries between compactions in the SIGKILL loop
 WORKER_WAIT = 60.0  # seconds to wait for the workers to reach the random kill point
 
 
@@ -225,8 +232,9 @@ def all_refused(rp: RelyingParty, family: Family, tokens: list, kind: str) -> li
 # ---------------------------------------------------------------------------
 
 
-def journal_length(state_dir: Path) -> int:
-    return len(list(state_dir.glob("tsidp-grants-log-*.json")))
+def journal(state_dir: Path) -> list:
+    """The journal entries on disk, oldest first."""
+    return sorted(state_dir.glob("tsidp-grants-log-*.json"))
 
 
 class SmallFilesystem:
@@ -240,14 +248,14 @@ class SmallFilesystem:
         return stat.f_bavail * stat.f_frsize
 
     @contextlib.contextmanager
-    def full(self):
-        """Fills every free block with a ballast file (so any write fails with ENOSPC) and removes
-        it on exit."""
+    def full(self, room: int = 0):
+        """Fills the filesystem with a ballast file, leaving ``room`` bytes (rounded up to whole
+        pages) free, and removes the ballast on exit. With no room, every write fails with ENOSPC."""
         ballast = self.mountpoint / BALLAST
         fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             chunk = bytes(64 * 1024)
-            for _ in range(TMPFS_SIZE // 4096 + 16):  # each write takes at least a page, or fails
+            for _ in range(TMPFS_SIZE // PAGE + 16):  # each write takes at least a page, or fails
                 try:
                     os.write(fd, chunk)
                 except OSError as exc:
@@ -256,22 +264,30 @@ class SmallFilesystem:
                     break
             else:
                 pytest.fail(f"{self.mountpoint} did not fill up with {TMPFS_SIZE} bytes of ballast", pytrace=False)
+            pages = -(-room // PAGE)
+            if pages:
+                used = -(-os.fstat(fd).st_size // PAGE)
+                os.ftruncate(fd, max(0, used - pages) * PAGE)
         finally:
             os.close(fd)
-        # Even one byte in a new file must now fail, as every write of tsidp's will.
-        probe = self.mountpoint / ".ballast-probe"
-        try:
-            probe_fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        assert self.free_bytes() == pages * PAGE, (
+            f"{self.mountpoint}: {self.free_bytes()} bytes free, expected exactly {pages} pages of {PAGE} bytes"
+        )
+        if not pages:
+            # Even one byte in a new file must now fail, as every write of tsidp's will.
+            probe = self.mountpoint / ".ballast-probe"
             try:
-                os.write(probe_fd, b"x")
+                probe_fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                try:
+                    os.write(probe_fd, b"x")
+                finally:
+                    os.close(probe_fd)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, f"writing to the full tmpfs failed with {exc}, not ENOSPC"
+            else:
+                pytest.fail(f"{self.mountpoint} still takes writes after the ballast filled it", pytrace=False)
             finally:
-                os.close(probe_fd)
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC, f"writing to the full tmpfs failed with {exc}, not ENOSPC"
-        else:
-            pytest.fail(f"{self.mountpoint} still takes writes after the ballast filled it", pytrace=False)
-        finally:
-            probe.unlink(missing_ok=True)
+                probe.unlink(missing_ok=True)
         try:
             yield
         finally:
@@ -280,7 +296,7 @@ class SmallFilesystem:
 
 @pytest.fixture
 def small_state_filesystem(scratch_dirs, missing_tool_policy):
-    """A work dir whose ``state`` subdirectory is a fresh 4 MiB tmpfs; unmounted afterwards."""
+    """A work dir whose ``state`` subdirectory is a fresh TMPFS_SIZE tmpfs; unmounted afterwards."""
     if os.geteuid() != 0:
         missing_tool_policy("the disk-full test mounts a small tmpfs, which needs root")
     mount, umount = shutil.which("mount"), shutil.which("umount")
@@ -310,8 +326,11 @@ def small_state_filesystem(scratch_dirs, missing_tool_policy):
 # ---------------------------------------------------------------------------
 
 
-def test_disk_full_keeps_grant_state(oidc_op_factory, restart_tsidp, make_browser, small_state_filesystem):
+def test_disk_full_keeps_grant_state(oidc_op_factory, restart_tsidp, make_browser, small_state_filesystem,
+                                     monkeypatch):
     workdir, disk = small_state_filesystem
+    # Compaction after 64 journal entries (a tsidp without the setting always compacts so).
+    monkeypatch.setenv("TSIDP_GRANT_JOURNAL_ENTRIES", str(COMPACTION_EVERY))
     op = oidc_op_factory(workdir=workdir)
     running = [op.tsidp]
     try:
@@ -325,71 +344,83 @@ def _disk_full_scenario(op, restart_tsidp, make_browser, disk: SmallFilesystem, 
     rp = RelyingParty(op, op.static_client("disk-full-rp"), make_browser)
     writes = 0  # grant writes that succeeded: one per login, refresh and revocation (all sequential)
 
-    def drive_until_compaction_due(families: list) -> None:
-        """Refreshes ``families`` in turn until the journal holds COMPACTION_EVERY entries, so the
-        next grant write is a compaction."""
+    def fill_journal_but_one(families: list) -> Family:
+        """Refreshes ``families`` in turn until the journal holds COMPACTION_EVERY - 1 entries;
+        returns the family refreshed last."""
         nonlocal writes
         turn = itertools.cycle(families)
-        for _ in range(COMPACTION_EVERY + 8):
-            if journal_length(state_dir) >= COMPACTION_EVERY:
-                return
-            rp.rotate(next(turn))
+        last = None
+        for _ in range(2 * COMPACTION_EVERY + 8):
+            if len(journal(state_dir)) == COMPACTION_EVERY - 1 and last is not None:
+                return last
+            last = next(turn)
+            rp.rotate(last)
             writes += 1
-        pytest.fail(f"the journal never reached {COMPACTION_EVERY} entries "
-                    f"(has {journal_length(state_dir)} after {writes} grant writes): "
-                    "the compaction rule of docs/configuration.md no longer holds and this test needs updating",
-                    pytrace=False)
+        pytest.fail(f"the journal never held exactly {COMPACTION_EVERY - 1} entries (it holds "
+                    f"{len(journal(state_dir))} after {writes} grant writes): the compaction rule of "
+                    "docs/configuration.md no longer holds and this test needs updating", pytrace=False)
+
+    @contextlib.contextmanager
+    def compaction_fails(families: list):
+        """Fills the journal to COMPACTION_EVERY entries with the disk so full that only the last
+        entry fits: the compaction due next (the following write, or right after this one) fails,
+        and so does every grant write in the block."""
+        nonlocal writes
+        last = fill_journal_but_one(families)
+        room = journal(state_dir)[-1].stat().st_size + 2048  # one more refresh of ``last`` fits
+        with disk.full(room=room):
+            rp.rotate(last)
+            writes += 1
+            yield
 
     # Quiet families are used before the first compaction and then left alone until the restart;
     # busy ones carry the writes that fill the journal; the others each play one part below.
     quiet = [rp.login(f"quiet-{i}") for i in range(4)]
     busy = [rp.login(f"busy-{i}") for i in range(4)]
-    revoked = rp.login("revoked-after-episode-1")
+    revoked = [rp.login(f"revoked-after-episode-1-{i}") for i in range(2)]
     retried = rp.login("retried-in-episode-1")
     journal_fail = rp.login("failed-journal-write")
     compaction_retry = rp.login("retried-in-episode-3")
     held = rp.login("held-since-episode-3")
-    writes += 13
+    writes += 14
     for family in quiet:
         rp.rotate(family)  # each also has a refresh stored before the first compaction
         writes += 1
-    everyone = [*quiet, *busy, revoked, retried, journal_fail, compaction_retry, held]
+    everyone = [*quiet, *busy, *revoked, retried, journal_fail, compaction_retry, held]
 
-    # Episode 1, the reported case: the disk is full when the first compaction (the 65th grant
-    # write) is due.
-    drive_until_compaction_due(busy)
-    assert writes == COMPACTION_EVERY, f"expected the journal to be full after {COMPACTION_EVERY} writes, not {writes}"
-    with disk.full():
-        expect_unavailable(rp.refresh(revoked.token), f"refresh of {revoked.name} (grant write {writes + 1})")
-        expect_unavailable(rp.refresh(retried.token), f"refresh of {retried.name}")
+    # Episode 1, the reported case: the first compaction (the 65th grant write) fails for lack of
+    # space, and so does every write after it until space returns.
+    with compaction_fails(busy):
+        expect_unavailable(rp.refresh(retried.token), f"refresh of {retried.name} (after {writes} grant writes)")
         # The failed write changed nothing in memory either: the token is still current, not used.
         expect_unavailable(rp.refresh(retried.token), f"second refresh of {retried.name} with the same token")
         params, code = rp.start_login()
         expect_unavailable(rp.redeem(params, code), "code redemption")
-    # Space is back: the tokens presented in the 503 requests still work. The first of these
-    # writes is the compaction that failed before.
-    rp.rotate(revoked)
-    rp.rotate(retried)
-    writes += 2
-    # RFC 7009 revocation of a whole family, while writes succeed.
-    revocation = rp.revoke(revoked.token)
-    assert revocation.status_code == 200, f"/revoke of {revoked.name}: {answer(revocation)}"
-    revoked.revoked = True
-    writes += 1
-    refused = rp.refresh(revoked.token)
-    assert is_refused(refused), f"{revoked.name} still refreshes right after /revoke: {answer(refused)}"
+        for family in revoked:
+            expect_unavailable(rp.refresh(family.token), f"refresh of {family.name}")
+    # Space is back: the tokens presented in the 503 requests still work, and the compaction
+    # that failed is made.
+    for family in [*revoked, retried]:
+        rp.rotate(family)
+        writes += 1
+    # RFC 7009 revocation of whole families, while writes succeed.
+    for family in revoked:
+        revocation = rp.revoke(family.token)
+        assert revocation.status_code == 200, f"/revoke of {family.name}: {answer(revocation)}"
+        family.revoked = True
+        writes += 1
+        refused = rp.refresh(family.token)
+        assert is_refused(refused), f"{family.name} still refreshes right after /revoke: {answer(refused)}"
 
     # Episode 2: an ordinary journal write fails.
-    assert journal_length(state_dir) < COMPACTION_EVERY
     with disk.full():
         expect_unavailable(rp.refresh(journal_fail.token), f"refresh of {journal_fail.name}")
     rp.rotate(journal_fail)
     writes += 1
 
-    # Episode 3: the disk is full again when the next compaction is due.
-    drive_until_compaction_due(busy)
-    with disk.full():
-        expect_unavailable(rp.refresh(compaction_retry.token), f"refresh of {compaction_retry.name} (a compaction)")
+    # Episode 3: the next compaction fails as well.
+    with compaction_fails(busy):
+        expect_unavailable(rp.refresh(compaction_retry.token), f"refresh of {compaction_retry.name}")
         expect_unavailable(rp.refresh(held.token), f"refresh of {held.name}")
     rp.rotate(compaction_retry)
     writes += 1
@@ -409,7 +440,8 @@ def _disk_full_scenario(op, restart_tsidp, make_browser, disk: SmallFilesystem, 
     for family in everyone:
         if not family.revoked:
             problems += login_kept(rp, family)
-    problems += all_refused(rp, revoked, [revoked.token, *reversed(revoked.rotated)], "revoked")
+    for family in revoked:
+        problems += all_refused(rp, family, [family.token, *reversed(family.rotated)], "revoked")
     for family in busy[:2]:  # rotated tokens; presenting one ends the family, so these are not used again
         problems += all_refused(rp, family, list(reversed(family.rotated)), "rotated")
     for family in [*quiet, *busy[2:], retried, journal_fail, compaction_retry, held]:
@@ -614,7 +646,8 @@ def verify_after_kill(rp: RelyingParty, state: WorkerState) -> list:
     return problems
 
 
-def test_sigkill_loop_keeps_grant_state(oidc_op_factory, restart_tsidp, make_browser, bounded_wait):
+def test_sigkill_loop_keeps_grant_state(oidc_op_factory, restart_tsidp, make_browser, bounded_wait, monkeypatch):
+    monkeypatch.setenv("TSIDP_GRANT_JOURNAL_ENTRIES", str(KILL_LOOP_JOURNAL))
     seed = int(os.environ.get("TSIDP_KILL_LOOP_SEED") or secrets.randbits(32))
     rng = random.Random(seed)
     op = oidc_op_factory()
