@@ -1,7 +1,8 @@
 import Foundation
 import StateStore
 
-/// The registered clients, persisted in the state store as `oidc-funnel-clients.json`.
+/// The registered clients, one state file each (`tsidp-client-<id>.json`, in the Go tsidp's client
+/// shape); a Go tsidp `oidc-funnel-clients.json` is imported.
 ///
 /// Every change is written to the store before the call returns, so an HTTP answer that reports
 /// a new client or secret never precedes its durability.
@@ -23,48 +24,83 @@ public actor ClientRegistry: StateWriteSource {
         self.clients = clients
     }
 
-    /// Loads the registry from the writer's store, importing a Go tsidp file in any of its
-    /// shapes.
+    /// Each client is stored in a file of its own, so a change writes only that client.
+    public static let filePrefix = "tsidp-client-"
+
+    /// The state key of client `id`: its ID when that is a valid key, a digest of it otherwise.
+    public static func fileKey(_ id: String) -> String {
+        let plain = filePrefix + id + ".json"
+        if StateKey.isValid(plain) { return plain }
+        return filePrefix + "h" + Client.hashSecret(id).dropFirst("sha256:".count) + ".json"
+    }
+
+    /// Loads the registry from the writer's store: one file per client, and a Go tsidp client file
+    /// (`oidc-funnel-clients.json`, or the strict mode's `oauth-clients.json`) when there is one,
+    /// whose clients are moved into files of their own (secrets as digests) before tsidp serves.
     ///
     /// - Important: An unreadable or damaged client file stops start-up with a message naming
     ///   it; it is never taken for an empty registry.
     public static func load(from writer: StateWriter) async throws -> ClientRegistry {
         let store = writer.store
-        var data: Data?
-        var imported = false
-        do {
-            data = try await store.read(stateKey)
-            if data == nil, let legacy = try await store.read(legacyStrictKey) {
-                data = legacy
-                imported = true
+        func read(_ key: String) async throws -> Data? {
+            do {
+                return try await store.read(key)
+            } catch {
+                throw StateStoreError(.io, "cannot read the client file \(key) in \(store.description): \(error)")
             }
+        }
+        let keys: [String]
+        do {
+            keys = try await store.keys()
         } catch {
-            throw StateStoreError(.io, "cannot read the client file \(stateKey) in \(store.description): \(error)")
+            throw StateStoreError(.io, "cannot list the clients in \(store.description): \(error)")
         }
         var clients: [String: Client] = [:]
-        var needsRewrite = imported
-        if let data, !data.isEmpty {
+        for key in keys where key.hasPrefix(filePrefix) && key.hasSuffix(".json") {
+            guard let data = try await read(key) else { continue }
+            do {
+                let client = try JSONDecoder().decode(Client.self, from: data)
+                guard !client.clientID.isEmpty else { throw StateStoreError(.io, "no client_id") }
+                clients[client.clientID] = client
+            } catch {
+                throw StateStoreError(
+                    .io, "\(key) in \(store.description) is not a valid client file; fix or remove it")
+            }
+        }
+        // A Go tsidp file: import what is not already here, then remove it (it may hold
+        // plaintext secrets, and a second import would bring deleted clients back).
+        var goFiles: [String] = []
+        var imported: [String: Client] = [:]
+        for key in [stateKey, legacyStrictKey] {
+            guard let data = try await read(key) else { continue }
+            goFiles.append(key)
+            guard imported.isEmpty, !data.isEmpty else { continue }
             let decoded: [String: Client]
             do {
                 decoded = try JSONDecoder().decode([String: Client].self, from: data)
             } catch {
                 throw StateStoreError(
-                    .io, "\(stateKey) in \(store.description) is not a valid client file; fix or remove it")
+                    .io, "\(key) in \(store.description) is not a valid client file; fix or remove it")
             }
-            for (key, var client) in decoded {
-                if client.clientID.isEmpty { client.clientID = key }
-                clients[client.clientID] = client
-            }
-            // A Go tsidp file holds plaintext secrets; rewrite it with digests only.
-            if let text = String(data: data, encoding: .utf8),
-                text.contains("\"client_secret\" : \"")
-                    || text.range(of: #""client_secret":\s*"[^"]+""#, options: .regularExpression) != nil
-            {
-                needsRewrite = true
+            for (id, var client) in decoded {
+                if client.clientID.isEmpty { client.clientID = id }
+                if clients[client.clientID] == nil { imported[client.clientID] = client }
             }
         }
         let registry = ClientRegistry(writer: writer, clients: clients)
-        if needsRewrite { try await registry.apply { _ in } }
+        if !goFiles.isEmpty {
+            let additions = imported
+            do {
+                try await registry.apply(removing: goFiles) { clients in
+                    clients.merge(additions) { existing, _ in existing }
+                }
+            } catch {
+                throw StateStoreError(
+                    .io,
+                    "cannot move the clients of \(goFiles.joined(separator: " and ")) into files of their own in \(store.description): \(error)"
+                )
+            }
+        }
         return registry
     }
 
@@ -106,6 +142,7 @@ public actor ClientRegistry: StateWriteSource {
         guard !registration.redirectURIs.isEmpty else {
             throw OAuthError(.invalidClientMetadata, "redirect_uris is required")
         }
+        try ClientMetadataLimits.check(registration)
         for uri in registration.redirectURIs { try RedirectURI.validate(uri) }
         let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
@@ -158,6 +195,7 @@ public actor ClientRegistry: StateWriteSource {
     public func update(_ id: String, name: String, redirectURIs: [String]) async throws -> Client {
         guard clients[id] != nil else { throw OAuthError(.notFound, "client not found") }
         guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
+        try ClientMetadataLimits.check(Registration(name: name, redirectURIs: redirectURIs))
         for uri in redirectURIs { try RedirectURI.validate(uri) }
         try await apply { clients in
             guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
@@ -197,7 +235,10 @@ public actor ClientRegistry: StateWriteSource {
     ///
     /// - Throws: the change's own error, or `temporarily_unavailable` (HTTP 503) when the store
     ///   could not be written, with nothing changed.
-    private func apply(_ change: @escaping ChangeQueue<[String: Client]>.Change) async throws {
+    private func apply(removing keys: [String] = [], _ change: @escaping ChangeQueue<[String: Client]>.Change)
+        async throws
+    {
+        if !keys.isEmpty { obsoleteKeys.formUnion(keys) }
         let ticket = changes.enqueue(change)
         await writer.flush(self)
         do {
@@ -211,12 +252,23 @@ public actor ClientRegistry: StateWriteSource {
 
     // MARK: StateWriteSource
 
+    /// Go tsidp client files to delete with the next batch (after their import).
+    private var obsoleteKeys = Set<String>()
+
     public func nextBatch() async -> StateBatch? {
         guard let next = changes.begin(from: clients) else { return nil }
         do {
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            return StateBatch(entries: [Self.stateKey: .some(try encoder.encode(next))])
+            var entries: [String: Data?] = [:]
+            for (id, client) in next where clients[id] != client {
+                entries[Self.fileKey(id)] = .some(try encoder.encode(client))
+            }
+            for id in clients.keys where next[id] == nil {
+                entries.updateValue(nil, forKey: Self.fileKey(id))
+            }
+            for key in obsoleteKeys { entries.updateValue(nil, forKey: key) }
+            return StateBatch(entries: entries)
         } catch {
             _ = changes.finish(error: error)
             return nil
@@ -224,7 +276,10 @@ public actor ClientRegistry: StateWriteSource {
     }
 
     public func finish(_ batch: StateBatch, error: (any Error)?) async {
-        if let published = changes.finish(error: error) { clients = published }
+        if let published = changes.finish(error: error) {
+            clients = published
+            obsoleteKeys.subtract(batch.entries.keys)
+        }
     }
 
     public func abandon(_ error: any Error) async {

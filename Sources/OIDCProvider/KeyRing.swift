@@ -110,7 +110,13 @@ public final class KeyRing: StateWriteSource, Sendable {
         }
         let ring = KeyRing(entries: entries, writer: writer, policy: policy)
         let created = entries
-        if changed { try await ring.update { _ in created } }
+        if changed {
+            do {
+                try await ring.update { _ in created }
+            } catch {
+                throw KeyFileError("cannot store the signing keys in \(store.description): \(error)")
+            }
+        }
         return ring
     }
 

@@ -2,6 +2,7 @@ import CryptoExtras
 import Foundation
 import OIDCProvider
 import StateStore
+import StateStoreTesting
 import Testing
 
 @Suite("Go tsidp state files")
@@ -70,10 +71,14 @@ struct StateFormatTests {
         #expect(client.secretMatches("s3cret"))
         #expect(!client.secretMatches("S3cret"))
         #expect(abs(client.createdAt.timeIntervalSince1970 - 1_754_042_400.123) < 0.01)
-        // The plaintext secret is gone from the rewritten file.
-        let rewritten = String(decoding: try #require(try await store.read(ClientRegistry.stateKey)), as: UTF8.self)
-        #expect(!rewritten.contains("s3cret"))
-        #expect(rewritten.contains("client_secret_hash"))
+        // The client moved into a file of its own, with a digest; the Go file with the plaintext
+        // secret is gone, so a deleted client cannot come back from it.
+        #expect(try await store.read(ClientRegistry.stateKey) == nil)
+        let moved = String(decoding: try #require(try await store.read("tsidp-client-c1.json")), as: UTF8.self)
+        #expect(!moved.contains("s3cret"))
+        #expect(moved.contains("client_secret_hash"))
+        let reloaded = try #require(try await ClientRegistry.load(from: StateWriter(store: store)).client("c1"))
+        #expect(reloaded.name == "Grafana" && reloaded.secretMatches("s3cret"))
 
         let old = """
             {"c2": {"client_id": "c2", "client_secret": "old", "name": "Proxmox", "redirect_uri": "https://pve.example.com:8006"}}
@@ -91,6 +96,57 @@ struct StateFormatTests {
         let store = MemoryStateStore([ClientRegistry.stateKey: Data("[1,2".utf8)])
         await #expect(throws: StateStoreError.self) { try await ClientRegistry.load(from: StateWriter(store: store)) }
         #expect(try await store.read(ClientRegistry.stateKey) == Data("[1,2".utf8))
+    }
+
+    @Test("a change writes only the client it changes")
+    func perClientWrites() async throws {
+        let store = FaultInjectingStateStore(wrapping: MemoryStateStore())
+        let registry = try await ClientRegistry.load(from: StateWriter(store: store))
+        var ids: [String] = []
+        for index in 0..<5 {
+            ids.append(
+                try await registry.register(.init(name: "App \(index)", redirectURIs: ["https://a.example.com/cb"]))
+                    .client.clientID)
+        }
+        _ = try await registry.update(ids[2], name: "Renamed", redirectURIs: ["https://b.example.com/cb"])
+        #expect(store.attemptedBatches.last.map { Array($0.keys) } == [ClientRegistry.fileKey(ids[2])])
+        try await registry.delete(ids[3])
+        let last = try #require(store.attemptedBatches.last)
+        #expect(last.count == 1 && last[ClientRegistry.fileKey(ids[3])] == .some(nil))
+        #expect(ClientRegistry.fileKey("a/b c").hasPrefix("tsidp-client-h"))
+    }
+
+    @Test("registration metadata is bounded; the error names the field")
+    func bounded() async throws {
+        let registry = try await ClientRegistry.load(from: StateWriter(store: MemoryStateStore()))
+        let uri = "https://app.example.com/cb"
+        func refusal(_ change: (inout ClientRegistry.Registration) -> Void) async -> String? {
+            var registration = ClientRegistry.Registration(name: "App", redirectURIs: [uri])
+            change(&registration)
+            do {
+                _ = try await registry.register(registration)
+                return nil
+            } catch let error as OAuthError {
+                #expect(error.code == .invalidClientMetadata)
+                return error.message
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(await refusal { $0.name = String(repeating: "n", count: 50_000) }?.contains("client_name") == true)
+        #expect(await refusal { $0.name = "Grafana\nforged log line" }?.contains("client_name") == true)
+        #expect(await refusal { $0.redirectURIs = Array(repeating: uri, count: 21) }?.contains("redirect_uris") == true)
+        #expect(
+            await refusal { $0.redirectURIs = [uri + "?" + String(repeating: "q", count: 2_000)] }?
+                .contains("redirect_uris") == true)
+        #expect(
+            await refusal { $0.contacts = Array(repeating: "a@example.com", count: 11) }?.contains("contacts") == true)
+        #expect(
+            await refusal { $0.logoURI = "https://" + String(repeating: "l", count: 2_000) }?.contains("logo_uri")
+                == true)
+        #expect(await refusal { $0.scope = String(repeating: "s ", count: 600) }?.contains("scope") == true)
+        #expect(await refusal { $0.name = String(repeating: "n", count: 200) } == nil)
+        #expect(await registry.all().count == 1)
     }
 
     @Test("registration validates redirect URIs and persists before returning")
