@@ -37,7 +37,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, Optional, Sequence
 from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
 import pytest
@@ -404,11 +404,13 @@ def start_tsidp(
     identities: Optional[list] = None,
     clients: Optional[dict] = None,
     port: Optional[int] = None,
+    extra_args: Sequence[str] = (),
 ) -> Tsidp:
     """Start ``tsidp --dev`` with a fresh state dir and wait until it is ready.
 
     ``clients`` (keyed by client ID, Go tsidp format) is pre-written as
-    ``oidc-funnel-clients.json`` in the state dir before start.
+    ``oidc-funnel-clients.json`` in the state dir before start; ``extra_args`` are appended to the
+    command line (e.g. ``["--enable-sts", "--local-port", "9001"]``).
     """
     state_dir = workdir / "state"
     state_dir.mkdir(exist_ok=True)
@@ -423,7 +425,7 @@ def start_tsidp(
     last_error = ""
     for attempt in range(3):
         chosen = port if (port is not None and attempt == 0) else free_port()
-        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra]
+        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra, *extra_args]
         try:
             proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir)
         except OSError as exc:  # e.g. ETXTBSY / ENOENT while the binary is being rebuilt
@@ -459,11 +461,13 @@ def start_tsidp(
 def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]:
     """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``; ``workdir`` (default: a
     new scratch dir) holds the logs and the state dir ``workdir/state``, which may be prepared (e.g.
-    a mount point) beforehand."""
+    a mount point) beforehand; ``extra_args`` are more command-line flags."""
 
     def make(identities: Optional[list] = None, clients: Optional[dict] = None, port: Optional[int] = None,
-             workdir: Optional[Path] = None) -> Tsidp:
-        return start_tsidp(processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port)
+             workdir: Optional[Path] = None, extra_args: Sequence[str] = ()) -> Tsidp:
+        return start_tsidp(
+            processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port, extra_args
+        )
 
     return make
 
