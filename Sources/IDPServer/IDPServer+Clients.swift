@@ -16,6 +16,7 @@ struct ClientView: Encodable {
     var createdAt: String
     var dynamicallyRegistered: Bool
     var hasSecret: Bool
+    var consentRequired: Bool
 
     init(_ client: Client, secret: String? = nil) {
         clientID = client.clientID
@@ -27,6 +28,7 @@ struct ClientView: Encodable {
         createdAt = RFC3339.format(client.createdAt)
         dynamicallyRegistered = client.dynamicallyRegistered
         hasSecret = client.secretHash != nil
+        consentRequired = client.requiresConsent
     }
 
     enum CodingKeys: String, CodingKey {
@@ -34,6 +36,7 @@ struct ClientView: Encodable {
         case redirectURIs = "redirect_uris", redirectURI = "redirect_uri"
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
+        case consentRequired = "consent_required"
     }
 }
 
@@ -152,6 +155,12 @@ extension IDPServer {
             registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
             registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
             registration.scope = try form.single("scope") ?? ""
+            if let text = try form.single("consent_required") {
+                guard let value = Self.formBool(text) else {
+                    throw OAuthError(.invalidRequest, "consent_required must be true or false")
+                }
+                registration.consentRequired = value
+            }
             let created = try await clients.register(registration)
             logger.info("client created", metadata: ["client_id": "\(created.client.clientID)", "name": "\(name)"])
             return Responses.encoded(ClientView(created.client, secret: created.secret))
@@ -263,6 +272,17 @@ extension IDPServer {
             try await provider.keys.rotate()
             logger.info("signing keys rotated", metadata: ["kid": "\(provider.keys.signingKey.kid)"])
             return Responses.json(provider.keys.jwksDocument)
+        }
+    }
+}
+
+extension IDPServer {
+    /// A checkbox or form boolean: `true`/`on`/`1` or `false`/`off`/`0`.
+    static func formBool(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "true", "on", "1", "yes": return true
+        case "false", "off", "0", "no", "": return false
+        default: return nil
         }
     }
 }

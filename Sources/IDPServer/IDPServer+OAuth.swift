@@ -146,6 +146,16 @@ extension IDPServer {
                         .accessDenied, "Signing in is only possible from a device on the tailnet, not over Funnel.")),
                 status: .unauthorized)
         }
+        if Self.isSubresourceLoad(request) {
+            // An <img>, <iframe> or fetch() of /authorize, which a site can make a visitor's
+            // browser send: never a sign-in, whatever the client.
+            return Responses.html(
+                HTML.errorPage(
+                    OAuthError(
+                        .invalidRequest,
+                        "Sign-in requests must be opened as a page, not loaded as an image, frame or script.")),
+                status: .badRequest)
+        }
         var parameters: OAuthParameters
         do {
             parameters = try Self.query(request)
@@ -168,6 +178,11 @@ extension IDPServer {
             () async throws(IdentityFailure) -> UserIdentity in
             try await identity.identify(address: address)
         }
+        return authorizeResponse(result)
+    }
+
+    /// The HTTP answer to an authorization result.
+    func authorizeResponse(_ result: AuthorizeResult) -> Response {
         switch result {
         case .redirect(let location):
             return Responses.redirect(location)
@@ -180,6 +195,8 @@ extension IDPServer {
             return Responses.html(
                 HTML.errorPage(error, hint: Self.hint(for: error)),
                 status: .init(code: error.status == 401 ? 400 : error.status))
+        case .consent(let prompt):
+            return Self.consentPage(prompt)
         }
     }
 

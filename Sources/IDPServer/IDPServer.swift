@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -23,6 +24,8 @@ public struct IDPServer: Sendable {
     public let logger: Logger
     /// Readiness probe: answers whether the identity service can be reached.
     let readiness: @Sendable () async -> Bool
+    /// Keys the CSRF tokens of the user pages; new at every start.
+    let formKey = SymmetricKey(size: .bits256)
 
     public init(
         provider: Provider, identity: CallerIdentity, options: Options = Options(), logger: Logger,
@@ -46,6 +49,7 @@ public struct IDPServer: Sendable {
         addDiscoveryRoutes(to: router)
         addOAuthRoutes(to: router)
         addClientRoutes(to: router, listener: listener)
+        addConsentRoutes(to: router, listener: listener)
         router.get("/healthz/live") { _, _ in Responses.text("ok\n") }
         router.get("/healthz/ready") { _, _ -> Response in
             await readiness()

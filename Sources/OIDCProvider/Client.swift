@@ -28,6 +28,13 @@ public struct Client: Sendable, Equatable, Codable {
     public var idTokenSignedResponseAlg: SigningAlgorithm = .rs256
     /// `jwt` for RFC 9068 JWT access tokens, `opaque` (default) otherwise.
     public var accessTokenFormat: String = "opaque"
+    /// The operator asks users to confirm before their first sign-in (`consent_required`, a tsidp
+    /// extension); dynamically registered clients always ask.
+    public var consentRequired = false
+
+    /// Whether users see a consent page before their first sign-in: the operator did not vet this
+    /// client (dynamic registration), or asked for it.
+    public var requiresConsent: Bool { dynamicallyRegistered || consentRequired }
 
     public init(
         clientID: String, secretHash: String?, name: String, redirectURIs: [String],
@@ -90,6 +97,7 @@ public struct Client: Sendable, Equatable, Codable {
         case logoURI = "logo_uri", contacts, applicationType = "application_type"
         case dynamicallyRegistered = "dynamically_registered", createdAt = "created_at"
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
+        case consentRequired = "consent_required"
     }
 
     /// Whether access tokens are RFC 9068 JWTs.
@@ -130,6 +138,7 @@ public struct Client: Sendable, Equatable, Codable {
         idTokenSignedResponseAlg =
             try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
         accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? "opaque"
+        consentRequired = try c.decodeIfPresent(Bool.self, forKey: .consentRequired) ?? false
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -159,6 +168,7 @@ public struct Client: Sendable, Equatable, Codable {
             try c.encode(idTokenSignedResponseAlg, forKey: .idTokenSignedResponseAlg)
         }
         if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
+        if consentRequired { try c.encode(true, forKey: .consentRequired) }
     }
 }
 

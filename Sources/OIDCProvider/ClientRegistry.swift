@@ -129,6 +129,8 @@ public actor ClientRegistry: StateWriteSource {
         public var dynamicallyRegistered = false
         public var idTokenSignedResponseAlg = "RS256"
         public var accessTokenFormat = "opaque"
+        /// Ask users to confirm before their first sign-in (always so for dynamic registration).
+        public var consentRequired = false
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -171,6 +173,7 @@ public actor ClientRegistry: StateWriteSource {
             createdAt: Date())
         client.idTokenSignedResponseAlg = algorithm
         client.accessTokenFormat = registration.accessTokenFormat
+        client.consentRequired = registration.consentRequired
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)

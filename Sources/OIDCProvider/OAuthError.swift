@@ -16,6 +16,7 @@ public struct OAuthError: Error, Sendable, Equatable, CustomStringConvertible {
         case invalidToken = "invalid_token"
         case insufficientScope = "insufficient_scope"
         case loginRequired = "login_required"
+        case consentRequired = "consent_required"
         case requestNotSupported = "request_not_supported"
         case requestURINotSupported = "request_uri_not_supported"
         case invalidClientMetadata = "invalid_client_metadata"

@@ -8,6 +8,9 @@ public enum AuthorizeResult: Sendable, Equatable {
     case formPost(action: String, fields: [String: String])
     /// An error shown to the person, never redirected: the client or redirect URI is not trusted.
     case errorPage(OAuthError)
+    /// The consent page: the client was not vetted by the operator and the person has not agreed
+    /// to sign in to it yet (or the client asked with `prompt=consent`).
+    case consent(ConsentPrompt)
 }
 
 extension Provider {
@@ -196,29 +199,36 @@ extension Provider {
                 }
             }
 
-            // 4. Issue the code.
-            let issuedAt = now()
-            let authTime = sessions.authenticate(
-                identity, at: issuedAt, forceNew: prompts.contains("login"), maxAge: maxAge)
             let grant = AuthorizationGrant(
                 clientID: clientID, redirectURI: redirectURI, scopes: scopes, nonce: nonce, codeChallenge: challenge,
-                codeChallengeMethod: method, resources: resources, identity: identity, authTime: authTime,
+                codeChallengeMethod: method, resources: resources, identity: identity, authTime: now(),
                 boundNodeID: legacyNodeID)
-            let code = RandomToken.make(bytes: 32)
-            let codeHash = GrantLedger.hash(code)
-            let expiresAt = issuedAt.addingTimeInterval(configuration.codeLifetime)
-            guard
-                ledger.changeCodes({
-                    $0.issueCode(codeHash, grant: grant, expiresAt: expiresAt, now: issuedAt)
-                })
-            else {
-                return fail(
-                    OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
+            var parked = ConsentRequests.Parked(
+                csrfToken: "", grant: grant, forceNewAuthentication: prompts.contains("login"),
+                maxAge: maxAge, responseMode: responseMode, state: state,
+                expiresAt: now().addingTimeInterval(ConsentRequests.lifetime))
+
+            // 4. Consent, for clients the operator did not vet.
+            if client.requiresConsent {
+                let key = ConsentRecord.key(userID: identity.userID, clientID: clientID)
+                let consented = ledger.read { $0.consents[key] != nil }
+                if !consented || prompts.contains("consent") {
+                    if prompts.contains("none") {
+                        return fail(
+                            OAuthError(.consentRequired, "the user has not agreed to sign in to this application"))
+                    }
+                    parked.csrfToken = RandomToken.make(bytes: 24)
+                    guard let requestID = consentRequests.park(parked, now: now()) else {
+                        return fail(
+                            OAuthError(
+                                .temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
+                    }
+                    return .consent(consentPrompt(requestID: requestID, parked: parked, client: client))
+                }
             }
-            var fields: [(String, String)] = [("code", code)]
-            if let state { fields.append(("state", state)) }
-            fields.append(("iss", configuration.issuer))
-            return deliver(redirectURI, mode: responseMode, fields: fields)
+
+            // 5. Issue the code.
+            return issueCode(parked)
         } catch let error as OAuthError {
             return fail(error)
         } catch {
@@ -247,7 +257,28 @@ extension Provider {
         return subject
     }
 
-    private func respond(_ redirectURI: String, mode: String, state: String?, error: OAuthError) -> AuthorizeResult {
+    /// Issues a code for a validated request and sends it to the client.
+    func issueCode(_ request: ConsentRequests.Parked) -> AuthorizeResult {
+        var grant = request.grant
+        let issuedAt = now()
+        grant.authTime = sessions.authenticate(
+            grant.identity, at: issuedAt, forceNew: request.forceNewAuthentication, maxAge: request.maxAge)
+        let code = RandomToken.make(bytes: 32)
+        let codeHash = GrantLedger.hash(code)
+        let expiresAt = issuedAt.addingTimeInterval(configuration.codeLifetime)
+        let issued = grant
+        guard ledger.changeCodes({ $0.issueCode(codeHash, grant: issued, expiresAt: expiresAt, now: issuedAt) }) else {
+            return respond(
+                grant.redirectURI, mode: request.responseMode, state: request.state,
+                error: OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
+        }
+        var fields: [(String, String)] = [("code", code)]
+        if let state = request.state { fields.append(("state", state)) }
+        fields.append(("iss", configuration.issuer))
+        return deliver(grant.redirectURI, mode: request.responseMode, fields: fields)
+    }
+
+    func respond(_ redirectURI: String, mode: String, state: String?, error: OAuthError) -> AuthorizeResult {
         var fields: [(String, String)] = [("error", error.code.rawValue), ("error_description", error.message)]
         if let state { fields.append(("state", state)) }
         fields.append(("iss", configuration.issuer))

@@ -54,6 +54,7 @@ public final class Provider: Sendable {
     public let clients: ClientRegistry
     let ledger: GrantLedger
     let sessions = SessionTracker()
+    let consentRequests = ConsentRequests()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
@@ -129,6 +130,7 @@ public final class Provider: Sendable {
     public func sweep() async throws {
         let current = now()
         ledger.changeCodes { $0.sweepCodes(now: current) }
+        consentRequests.sweep(now: current)
         while true {
             let removed = try await ledger.transact { tables -> Int in
                 var removed = 0
@@ -159,6 +161,7 @@ public final class Provider: Sendable {
             for (familyID, family) in tables.families where family.grant.clientID == id {
                 tables.revokeFamily(familyID)
             }
+            for (key, consent) in tables.consents where consent.clientID == id { tables.setConsent(key, nil) }
         }
         return try await clients.delete(id)
     }

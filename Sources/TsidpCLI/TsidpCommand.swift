@@ -1,9 +1,6 @@
 import ArgumentParser
 
-/// The version this build reports.
-public enum TsidpVersion {
-    public static let current = "0.1.0"
-}
+@_exported import enum IDPServer.TsidpVersion
 
 /// `tsidp`: flags as parsed, before environment fallbacks and defaults are applied.
 public struct TsidpCommand: ParsableCommand {

@@ -6,8 +6,8 @@ import Foundation
 /// of small entries (`tsidp-grants-log-<sequence>.json`). Both have the same shape:
 ///
 /// ```json
-/// {"version": 2, "sequence": 41,
-///  "families": {"<id>": {…}}, "access": {"<token hash>": {…}}, "family_access": {"<token hash>": {…}}}
+/// {"version": 2, "sequence": 41, "families": {"<id>": {…}}, "access": {"<token hash>": {…}},
+///  "family_access": {"<token hash>": {…}}, "consents": {"<user>|<client>": {…}}}
 /// ```
 ///
 /// A journal entry lists what one write changed (`null` removes a record); a bucket file holds
@@ -32,9 +32,10 @@ enum GrantFileCodec {
         var families: [String: RefreshFamily?]
         var access: [String: AccessTokenRecord?]
         var familyAccess: [String: FamilyAccessRecord?]?
+        var consents: [String: ConsentRecord?]?
 
         enum CodingKeys: String, CodingKey {
-            case version, sequence, families, access, familyAccess = "family_access"
+            case version, sequence, families, access, familyAccess = "family_access", consents
         }
 
         init(sequence: UInt64) {
@@ -43,6 +44,7 @@ enum GrantFileCodec {
             self.families = [:]
             self.access = [:]
             self.familyAccess = [:]
+            self.consents = [:]
         }
     }
 

@@ -44,6 +44,7 @@ extension GrantLedger {
         var families: [String: RefreshFamily] = [:]
         var own: [String: AccessTokenRecord] = [:]
         var referenced: [String: GrantFileCodec.FamilyAccessRecord] = [:]
+        var consents: [String: ConsentRecord] = [:]
         var formatOne = false
         for key in keys {
             guard let index = GrantFileCodec.bucketIndex(key) else { continue }
@@ -55,6 +56,7 @@ extension GrantLedger {
             for case (let id, let family?) in file.families { families[id] = family }
             for case (let key, let record?) in file.access { own[key] = record }
             for case (let key, let record?) in file.familyAccess ?? [:] { referenced[key] = record }
+            for case (let key, let record?) in file.consents ?? [:] { consents[key] = record }
         }
         var entries: [(sequence: UInt64, key: String)] = []
         for key in keys {
@@ -95,6 +97,7 @@ extension GrantLedger {
                 referenced[key] = record
                 if record == nil { own[key] = nil }
             }
+            for (key, record) in file.consents ?? [:] where newer(key) { consents[key] = record }
             if applied {
                 journal.live.append((sequence, key, data.count))
                 report.journalEntries += 1
@@ -134,6 +137,7 @@ extension GrantLedger {
             }
             tables.setAccess(key, GrantFileCodec.resolve(item, family: family))
         }
+        for (key, record) in consents { tables.setConsent(key, record) }
         report.families = tables.families.count
         report.accessTokens = tables.access.count
         let loaded = tables

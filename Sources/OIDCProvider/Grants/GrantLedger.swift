@@ -264,11 +264,13 @@ final class GrantLedger: StateWriteSource, Sendable {
         guard compactionDue(inner.journal) else { return nil }
         var durableFamilies: [String: RefreshFamily?] = [:]
         var durableAccess: [String: AccessTokenRecord?] = [:]
+        var durableConsents: [String: ConsentRecord?] = [:]
         for change in inner.journal.pending {
             for record in change.undo {
                 switch record {
                 case .family(let id, let old) where durableFamilies[id] == nil: durableFamilies[id] = .some(old)
                 case .access(let key, let old) where durableAccess[key] == nil: durableAccess[key] = .some(old)
+                case .consent(let key, let old) where durableConsents[key] == nil: durableConsents[key] = .some(old)
                 default: break
                 }
             }
@@ -302,6 +304,14 @@ final class GrantLedger: StateWriteSource, Sendable {
                 GrantFileCodec.put(key, value, family: family(value.familyID ?? ""), into: &files[index]!)
             }
         }
+        for (key, value) in tables.consents where durableConsents[key] == nil {
+            let index = GrantFileCodec.bucket(of: key)
+            if files[index] != nil { files[index]!.consents![key] = .some(value) }
+        }
+        for (key, value) in durableConsents {
+            let index = GrantFileCodec.bucket(of: key)
+            if files[index] != nil, let value { files[index]!.consents![key] = .some(value) }
+        }
         var entries: [String: Data?] = [:]
         var sizes: [Int: Int] = [:]
         for (index, file) in files {
@@ -317,16 +327,18 @@ final class GrantLedger: StateWriteSource, Sendable {
     private func journalBatch(_ inner: inout Inner) throws -> StateBatch? {
         var familyIDs = Set<String>()
         var accessKeys = Set<String>()
+        var consentKeys = Set<String>()
         for change in inner.journal.pending {
             for record in change.undo {
                 switch record {
                 case .family(let id, _): familyIDs.insert(id)
                 case .access(let key, _): accessKeys.insert(key)
+                case .consent(let key, _): consentKeys.insert(key)
                 case .code: break
                 }
             }
         }
-        guard !familyIDs.isEmpty || !accessKeys.isEmpty else { return nil }
+        guard !familyIDs.isEmpty || !accessKeys.isEmpty || !consentKeys.isEmpty else { return nil }
         let sequence = inner.journal.lastDurable + 1
         var file = GrantFileCodec.File(sequence: sequence)
         var buckets = Set<Int>()
@@ -338,6 +350,10 @@ final class GrantLedger: StateWriteSource, Sendable {
         for key in accessKeys {
             let record = tables.access[key]
             GrantFileCodec.put(key, record, family: record?.familyID.flatMap { tables.families[$0] }, into: &file)
+            buckets.insert(GrantFileCodec.bucket(of: key))
+        }
+        for key in consentKeys {
+            file.consents![key] = .some(tables.consents[key])
             buckets.insert(GrantFileCodec.bucket(of: key))
         }
         let data = try GrantFileCodec.encode(file)

@@ -11,6 +11,7 @@ struct GrantTables: Sendable {
         case family(String, RefreshFamily?)
         case access(String, AccessTokenRecord?)
         case code(String, CodeBook.Entry?)
+        case consent(String, ConsentRecord?)
 
         /// Whether the change touched stored state (codes live in memory only).
         var isDurable: Bool {
@@ -26,6 +27,8 @@ struct GrantTables: Sendable {
     private(set) var refreshIndex: [String: String] = [:]
     /// Family ID → hashes of its live access tokens.
     private(set) var accessByFamily: [String: Set<String>] = [:]
+    /// Consents to clients that ask for one, by ``ConsentRecord/key(userID:clientID:)``.
+    private(set) var consents: [String: ConsentRecord] = [:]
     private var recording: [Undo]?
 
     // MARK: Transactions
@@ -49,6 +52,7 @@ struct GrantTables: Sendable {
             case .family(let id, let old): applyFamily(id, old)
             case .access(let key, let old): applyAccess(key, old)
             case .code(let hash, let old): codes.set(hash, old)
+            case .consent(let key, let old): consents[key] = old
             }
         }
     }
@@ -63,6 +67,11 @@ struct GrantTables: Sendable {
     mutating func setAccess(_ key: String, _ value: AccessTokenRecord?) {
         recording?.append(.access(key, access[key]))
         applyAccess(key, value)
+    }
+
+    mutating func setConsent(_ key: String, _ value: ConsentRecord?) {
+        recording?.append(.consent(key, consents[key]))
+        consents[key] = value
     }
 
     mutating func setCode(_ hash: String, _ value: CodeBook.Entry?) {

@@ -1,0 +1,4 @@
+/// The version this build reports (`--version`, page footers).
+public enum TsidpVersion {
+    public static let current = "0.1.0"
+}
