@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import html
 import importlib
 import json
 import os
@@ -196,6 +197,26 @@ class TimeoutSession(requests.Session):
         return super().request(method, url, **kwargs)
 
 
+CONSENT_FIELD = re.compile(r'<input type="hidden" name="(request|csrf_token)" value="([^"]*)">')
+
+
+def is_consent_page(response: requests.Response) -> bool:
+    """Whether ``response`` is tsidp's consent page (a client the operator did not vet)."""
+    return response.status_code == 200 and 'action="/consent"' in response.text
+
+
+def answer_consent(session: requests.Session, response: requests.Response, decision: str = "allow") -> requests.Response:
+    """If ``response`` is the consent page, press Continue (``allow``) or Cancel (``deny``) in the
+    same browser, as the person would, and return tsidp's answer (a redirect, not followed);
+    otherwise return ``response`` unchanged."""
+    if not is_consent_page(response):
+        return response
+    fields = {name: html.unescape(value) for name, value in CONSENT_FIELD.findall(response.text)}
+    assert set(fields) == {"request", "csrf_token"}, f"consent page without its form fields: {response.text[:2000]}"
+    base = response.url.split("/authorize", 1)[0]
+    return session.post(f"{base}/consent", data={**fields, "decision": decision}, allow_redirects=False)
+
+
 def browser_session(source_ip: str = "127.0.0.1") -> requests.Session:
     """A cookie-keeping session whose connections come from ``source_ip``."""
     session = TimeoutSession()
@@ -203,6 +224,8 @@ def browser_session(source_ip: str = "127.0.0.1") -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     session.max_redirects = 15
+    # What the person does on a consent page: ``browser.answer_consent(response)`` presses Continue.
+    session.answer_consent = lambda response, decision="allow": answer_consent(session, response, decision)
     return session
 
 
@@ -1067,12 +1090,19 @@ class OpenIDProvider:
         return {name: value for name, value in params.items() if value is not None}
 
     def authorize(
-        self, params, source: str = "127.0.0.1", method: str = "GET", raw_query: Optional[str] = None
+        self,
+        params,
+        source: str = "127.0.0.1",
+        method: str = "GET",
+        raw_query: Optional[str] = None,
+        consent: Optional[str] = "allow",
     ) -> AuthorizationResponse:
         """Sends the authorization request from the browser at ``source``; never follows redirects.
 
         ``params`` may be a dict or a list of pairs (to control their order);
-        ``raw_query`` sends an exact query string instead.
+        ``raw_query`` sends an exact query string instead. A consent page (dynamically registered
+        clients) is answered with ``consent`` (``allow`` or ``deny``), or returned as it is when
+        ``consent`` is None.
         """
         browser = browser_session(source)
         endpoint = self.metadata["authorization_endpoint"]
@@ -1082,6 +1112,8 @@ class OpenIDProvider:
             response = browser.get(f"{endpoint}?{raw_query}", allow_redirects=False)
         else:
             response = browser.get(endpoint, params=params, allow_redirects=False)
+        if consent is not None:
+            response = answer_consent(browser, response, consent)
         return AuthorizationResponse(response, dict(params) if params is not None else {})
 
     def expect_redirect(self, answer: AuthorizationResponse, redirect_uri: str) -> dict:

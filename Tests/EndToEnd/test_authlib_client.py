@@ -118,7 +118,7 @@ def authorize_in_browser(authlib, tsidp, discovery, client, browser, **extra):
     sent = parse_qs(urlsplit(url).query)
     assert sent["code_challenge_method"] == ["S256"] and sent["code_challenge"][0], url
 
-    response = browser.get(url, allow_redirects=False)
+    response = browser.answer_consent(browser.get(url, allow_redirects=False))
     assert response.status_code in (302, 303), f"GET {url} -> {response.status_code}: {response.text[:2000]}"
     location = response.headers["Location"]
     assert location.split("?", 1)[0] == client.redirect_uri, location

@@ -295,6 +295,7 @@ class RelyingParty:
             response = self.browser.post(endpoint, data=params, allow_redirects=False)
         else:
             response = self.browser.get(endpoint, params=params, allow_redirects=False)
+        response = self.browser.answer_consent(response)
         if params.get("response_mode") == "form_post":
             check(response.status_code == 200, f"authorize ({origin}, form_post) -> {response.status_code}")
             answer = dict(re.findall(r'<input type="hidden" name="([^"]*)" value="([^"]*)">', response.text))
