@@ -36,7 +36,9 @@ extension IDPServer {
                 "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'\(target)"
         )
         response.headers[.cacheControl] = "no-store"
-        response.headers[.referrerPolicy] = "no-referrer"
+        // Not no-referrer: browsers then send `Origin: null` with the form, which the same-origin
+        // check must refuse. Other sites get no Referer either way.
+        response.headers[.referrerPolicy] = "same-origin"
         return response
     }
 
@@ -106,6 +108,7 @@ extension IDPServer {
                 PageTemplates.render(
                     "consents", ["title": "Your sign-ins", "userLogin": caller.loginName, "consents": items]))
             response.headers[.cacheControl] = "no-store"
+            response.headers[.referrerPolicy] = "same-origin"
             return response
         }
         router.post("/consents/revoke") { request, context -> Response in

@@ -160,8 +160,9 @@ struct ErrorMiddleware: RouterMiddleware {
     }
 }
 
-/// Headers every answer carries: no framing, no sniffing, no referrer leaks, and `no-store`
-/// unless a route chose its own caching.
+/// Headers every answer carries: no framing, no sniffing, no referrer leaks (pages with forms
+/// choose `same-origin`, so that browsers send their origin), and `no-store` unless a route chose
+/// its own caching.
 struct SecurityHeadersMiddleware: RouterMiddleware {
     typealias Context = IDPRequestContext
 
@@ -171,7 +172,7 @@ struct SecurityHeadersMiddleware: RouterMiddleware {
         var response = try await next(request, context)
         response.headers[.xFrameOptions] = "DENY"
         response.headers[.xContentTypeOptions] = "nosniff"
-        response.headers[.referrerPolicy] = "no-referrer"
+        if response.headers[.referrerPolicy] == nil { response.headers[.referrerPolicy] = "no-referrer" }
         if response.headers[.cacheControl] == nil {
             response.headers[.cacheControl] = "no-store"
             response.headers[.pragma] = "no-cache"

@@ -1,0 +1,206 @@
+"""The consent page in a real browser (headless Chromium driven by Selenium).
+
+A client registered through dynamic registration (RFC 7591) was not vetted by the operator, so the
+first sign-in of each user shows a consent page: Cancel sends the application ``access_denied``,
+Continue signs in and is remembered, and taking the consent back on ``/consents`` makes the page
+appear again. A page of another site that loads ``/authorize`` as an image or a frame gets no code.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` and PyPI's ``selenium`` (``.ci/run`` installs
+them); without them the tests skip, or fail under TSIDP_REQUIRE_INTEROP=1. Screenshots of the pages
+go to the test's scratch directory, or to ``TSIDP_SCREENSHOTS`` when that names a directory.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import shutil
+import threading
+from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+INSTALL_HINT = "apt-get install chromium chromium-driver, and pip install selenium into .venv-peers"
+
+
+class CallbackSite:
+    """The application's site on loopback: records every request and serves a page that loads
+    ``/authorize`` as an image and in a frame (what a hostile site would do)."""
+
+    def __init__(self):
+        self.hits: list[str] = []
+        self.attack_target = ""
+        site = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the stdlib's name)
+                site.hits.append(self.path)
+                if self.path.startswith("/attack"):
+                    target = site.attack_target.replace("&", "&amp;").replace('"', "&quot;")
+                    body = (
+                        f'<!doctype html><title>attack</title><img src="{target}">'
+                        f'<iframe src="{target}"></iframe><p id="done">loaded</p>'
+                    )
+                else:
+                    body = "<!doctype html><title>callback</title><p id='cb'>callback reached</p>"
+                data = body.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def redirect_uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cb"
+
+    def callbacks(self) -> list[dict]:
+        return [{k: v[0] for k, v in parse_qs(urlsplit(path).query).items()} for path in self.hits if path.startswith("/cb")]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def chrome(peer_import, missing_tool_policy, scratch_dirs):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        missing_tool_policy(f"{CHROMIUM} or {CHROMEDRIVER} is missing; {INSTALL_HINT}")
+    webdriver = peer_import("selenium.webdriver", INSTALL_HINT)
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1000"):
+        options.add_argument(argument)
+    profile = scratch_dirs("chrome-profile")
+    options.add_argument(f"--user-data-dir={profile}")
+    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
+    driver = webdriver.Chrome(options=options, service=service)
+    driver.set_page_load_timeout(20)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def site():
+    callback = CallbackSite()
+    try:
+        yield callback
+    finally:
+        callback.close()
+
+
+def screenshot(driver, scratch: Path, name: str) -> None:
+    target = Path(os.environ.get("TSIDP_SCREENSHOTS") or scratch)
+    target.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(target / f"{name}.png"))
+
+
+def test_consent_in_a_real_browser(chrome, site, tsidp_factory, scratch_dirs, bounded_wait):
+    from selenium.webdriver.common.by import By
+
+    shots = scratch_dirs("screenshots")
+    tsidp = tsidp_factory()
+    client = tsidp.register_dynamic_client(
+        {
+            "redirect_uris": [site.redirect_uri],
+            "client_name": "Grafana <b>lab</b>",
+            "token_endpoint_auth_method": "none",
+        }
+    )
+    query = urlencode(
+        {
+            "client_id": client["client_id"],
+            "redirect_uri": site.redirect_uri,
+            "response_type": "code",
+            "scope": "openid email profile",
+            "state": "browser-state",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        }
+    )
+    authorize = tsidp.url("/authorize") + "?" + query
+
+    def on_callback() -> bool:
+        return urlsplit(chrome.current_url).path == "/cb"
+
+    # 1. First sign-in: the consent page, with the name shown as text.
+    chrome.get(authorize)
+    heading = chrome.find_element(By.TAG_NAME, "h1").text
+    assert heading == "Sign in to Grafana <b>lab</b>?", heading
+    assert "alice@example.com" in chrome.page_source
+    assert chrome.find_elements(By.TAG_NAME, "b") == [], "the client name must not become markup"
+    screenshot(chrome, shots, "consent")
+
+    # 2. Cancel: the application is told access_denied, with its state, and gets no code.
+    chrome.find_element(By.CSS_SELECTOR, "button[value=deny]").click()
+    assert bounded_wait(on_callback, 15), chrome.current_url + chrome.find_element(By.TAG_NAME, "body").text
+    answer = {k: v[0] for k, v in parse_qs(urlsplit(chrome.current_url).query).items()}
+    assert answer.get("error") == "access_denied" and answer.get("state") == "browser-state", answer
+    assert "code" not in answer
+
+    # 3. Continue: a code, delivered to the application.
+    chrome.get(authorize)
+    chrome.find_element(By.CSS_SELECTOR, "button[value=allow]").click()
+    assert bounded_wait(on_callback, 15), chrome.current_url
+    answer = {k: v[0] for k, v in parse_qs(urlsplit(chrome.current_url).query).items()}
+    assert answer.get("code") and answer.get("state") == "browser-state", answer
+
+    # 4. Remembered: the next sign-in goes straight to the application.
+    chrome.get(authorize)
+    assert bounded_wait(on_callback, 15), chrome.current_url
+    assert "code" in parse_qs(urlsplit(chrome.current_url).query)
+
+    # 5. The user's page lists the application; taking consent back asks again next time.
+    chrome.get(tsidp.url("/consents"))
+    assert client["client_id"] in chrome.page_source
+    screenshot(chrome, shots, "consents")
+    chrome.find_element(By.CSS_SELECTOR, "form[action='/consents/revoke'] button").click()
+    assert bounded_wait(lambda: urlsplit(chrome.current_url).path == "/consents", 15)
+    assert client["client_id"] not in chrome.page_source
+    chrome.get(authorize)
+    assert chrome.find_element(By.TAG_NAME, "h1").text.startswith("Sign in to"), chrome.current_url
+
+
+def test_other_sites_get_no_code_from_image_or_frame_loads(chrome, site, tsidp_factory, bounded_wait):
+    from selenium.webdriver.common.by import By
+
+    tsidp = tsidp_factory()
+    # An operator-registered client: it would sign in without a click if it were a page load.
+    client = tsidp.register_admin_client("Vetted", [site.redirect_uri])
+    site.attack_target = (
+        tsidp.url("/authorize")
+        + "?"
+        + urlencode(
+            {
+                "client_id": client["client_id"],
+                "redirect_uri": site.redirect_uri,
+                "response_type": "code",
+                "scope": "openid email",
+                "state": "stolen",
+            }
+        )
+    )
+    before = len(site.callbacks())
+    chrome.get(f"http://127.0.0.1:{site.port}/attack")
+    assert chrome.find_element(By.ID, "done").text == "loaded"
+    # The image and the frame have been requested once the page's load event fired; neither may
+    # have reached the application with a code.
+    assert bounded_wait(lambda: chrome.execute_script("return document.readyState") == "complete", 15)
+    assert [hit for hit in site.callbacks()[before:] if "code" in hit] == []
+    # A real navigation still works, so the check above is not vacuous.
+    chrome.get(site.attack_target)
+    assert bounded_wait(lambda: urlsplit(chrome.current_url).path == "/cb", 15), chrome.current_url
+    assert "code" in parse_qs(urlsplit(chrome.current_url).query)
