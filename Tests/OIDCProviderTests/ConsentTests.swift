@@ -156,3 +156,20 @@ struct ConsentTests {
         #expect(await rig.setup.provider.consents(userID: 2001).isEmpty)
     }
 }
+
+@Suite("Outstanding-code cap")
+struct OutstandingCodeTests {
+    @Test("a code spent by a failed token request no longer counts against the user's cap")
+    func spentCodesDoNotCount() async throws {
+        let setup = try await Fixtures.provider()
+        var codes: [String] = []
+        for _ in 0..<CodeBook.perUserAndClient { codes.append(try await setup.code()) }
+        // The cap is reached: the next sign-in is refused until codes are used.
+        await #expect(throws: TestFailure.self) { _ = try await setup.code() }
+        for code in codes.prefix(3) {
+            let failed = await setup.redeem(code, extra: [("code_verifier", "wrong")])
+            #expect(failed.status == 400)
+        }
+        _ = try await setup.code()
+    }
+}
