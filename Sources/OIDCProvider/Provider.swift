@@ -43,6 +43,7 @@ public final class Provider: Sendable {
     public let clients: ClientRegistry
     let grants = GrantStore()
     let sessions = SessionTracker()
+    let malformedGrants = MalformedGrantLog()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
