@@ -30,11 +30,15 @@ extension Configuration {
     var connectionCounterGroups: Int { localPort == nil ? 1 : 2 }
 
     /// The configuration with ``ListenerLimits/maxConnections`` lowered, if needed, so that every
-    /// listener's connections fit in `openFiles` descriptors.
+    /// listener's connections fit in `openFiles` descriptors. When it is lowered, one peer may
+    /// hold at most a quarter of it, so that a single peer cannot take the whole budget.
     func fitting(openFiles: UInt64) -> Configuration {
-        var fitted = self
-        fitted.listenerLimits.maxConnections = FileDescriptorLimit.connectionBudget(
+        let total = FileDescriptorLimit.connectionBudget(
             configured: listenerLimits.maxConnections, openFiles: openFiles, groups: connectionCounterGroups)
+        guard total < listenerLimits.maxConnections else { return self }
+        var fitted = self
+        fitted.listenerLimits.maxConnections = total
+        fitted.listenerLimits.maxConnectionsPerPeer = min(listenerLimits.maxConnectionsPerPeer, max(1, total / 4))
         return fitted
     }
 }

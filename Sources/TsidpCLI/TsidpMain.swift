@@ -35,10 +35,11 @@ public enum TsidpMain {
             let fitted = configuration.fitting(openFiles: files.after)
             if fitted.listenerLimits.maxConnections < configuration.listenerLimits.maxConnections {
                 logger.warning(
-                    "--max-connections lowered to fit the open-file limit",
+                    "connection caps lowered to fit the open-file limit",
                     metadata: [
-                        "configured": "\(configuration.listenerLimits.maxConnections)",
-                        "effective": "\(fitted.listenerLimits.maxConnections)", "open_files": "\(files.after)",
+                        "open_files": "\(files.after)",
+                        "max_connections": "\(fitted.listenerLimits.maxConnections)",
+                        "max_connections_per_peer": "\(fitted.listenerLimits.maxConnectionsPerPeer)",
                     ])
             }
             configuration = fitted

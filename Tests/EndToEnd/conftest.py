@@ -243,7 +243,15 @@ class ProcessRegistry:
     def __init__(self):
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list, cwd: Path, log_dir: Path, env: Optional[dict] = None) -> ManagedProcess:
+    def start(
+        self,
+        name: str,
+        argv: list,
+        cwd: Path,
+        log_dir: Path,
+        env: Optional[dict] = None,
+        preexec_fn: Optional[Callable[[], None]] = None,
+    ) -> ManagedProcess:
         out_path = log_dir / f"{name}.stdout.log"
         err_path = log_dir / f"{name}.stderr.log"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -255,6 +263,7 @@ class ProcessRegistry:
                 stderr=err,
                 env=env,
                 start_new_session=True,  # own process group: killpg reaches children
+                preexec_fn=preexec_fn,  # e.g. a lowered resource limit for the child only
             )
         proc = ManagedProcess(name, popen, [out_path, err_path])
         self.processes.append(proc)
@@ -393,11 +402,15 @@ def start_tsidp(
     identities: Optional[list] = None,
     clients: Optional[dict] = None,
     port: Optional[int] = None,
+    extra_args: Optional[list] = None,
+    preexec_fn: Optional[Callable[[], None]] = None,
 ) -> Tsidp:
     """Start ``tsidp --dev`` with a fresh state dir and wait until it is ready.
 
     ``clients`` (keyed by client ID, Go tsidp format) is pre-written as
-    ``oidc-funnel-clients.json`` in the state dir before start.
+    ``oidc-funnel-clients.json`` in the state dir before start. ``extra_args``
+    are appended to the command line; ``preexec_fn`` runs in the child before
+    exec (to lower a resource limit, say).
     """
     state_dir = workdir / "state"
     state_dir.mkdir(exist_ok=True)
@@ -412,9 +425,9 @@ def start_tsidp(
     last_error = ""
     for attempt in range(3):
         chosen = port if (port is not None and attempt == 0) else free_port()
-        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra]
+        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra, *(extra_args or [])]
         try:
-            proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir)
+            proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir, preexec_fn=preexec_fn)
         except OSError as exc:  # e.g. ETXTBSY / ENOENT while the binary is being rebuilt
             last_error = f"exec {argv[0]} failed: {exc}"
             time.sleep(3)
@@ -446,10 +459,18 @@ def start_tsidp(
 
 @pytest.fixture(scope="session")
 def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]:
-    """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``."""
+    """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None, extra_args=None, preexec_fn=None)``."""
 
-    def make(identities: Optional[list] = None, clients: Optional[dict] = None, port: Optional[int] = None) -> Tsidp:
-        return start_tsidp(processes, tsidp_binary, scratch_dirs("tsidp"), identities, clients, port)
+    def make(
+        identities: Optional[list] = None,
+        clients: Optional[dict] = None,
+        port: Optional[int] = None,
+        extra_args: Optional[list] = None,
+        preexec_fn: Optional[Callable[[], None]] = None,
+    ) -> Tsidp:
+        return start_tsidp(
+            processes, tsidp_binary, scratch_dirs("tsidp"), identities, clients, port, extra_args, preexec_fn
+        )
 
     return make
 

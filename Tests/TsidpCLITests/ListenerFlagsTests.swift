@@ -109,9 +109,15 @@ struct ListenerFlagsTests {
         #expect(FileDescriptorLimit.connectionBudget(configured: 100, openFiles: 1024, groups: 2) == 100)
         #expect(FileDescriptorLimit.connectionBudget(configured: 4096, openFiles: 64, groups: 1) == 1)
         #expect(FileDescriptorLimit.connectionBudget(configured: 4096, openFiles: UInt64.max, groups: 2) == 4096)
-        var configuration = Configuration.resolved(localPort: 9090)
-        configuration.listenerLimits.maxConnections = 4096
-        #expect(configuration.fitting(openFiles: 1024).listenerLimits.maxConnections == 448)
+        let configuration = Configuration.resolved(localPort: 9090)
+        #expect(configuration.fitting(openFiles: 1_048_576) == configuration)
+        let fitted = configuration.fitting(openFiles: 1024).listenerLimits
+        #expect(fitted.maxConnections == 448)
+        #expect(fitted.maxConnectionsPerPeer == 64)
+        // Lowered far enough, one peer may hold only a quarter of what is left.
+        let tight = configuration.fitting(openFiles: 256).listenerLimits
+        #expect(tight.maxConnections == 64)
+        #expect(tight.maxConnectionsPerPeer == 16)
     }
 
     @Test("the open-file limit is raised to the hard limit")
