@@ -16,13 +16,19 @@ struct BoundedListenerHarness {
 
     struct NoPort: Error {}
 
+    /// One provider for every run: these tests are about connections, and generating signing
+    /// keys for each would only slow the suite down.
+    static let sharedProvider = Task {
+        let store = MemoryStateStore()
+        return Provider(
+            configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
+            keys: try await KeyRing.load(from: store), clients: try await ClientRegistry.load(from: store))
+    }
+
     static func run(
         limits: ListenerLimits, _ body: @Sendable (BoundedListenerHarness) async throws -> Void
     ) async throws {
-        let store = MemoryStateStore()
-        let provider = Provider(
-            configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
-            keys: try await KeyRing.load(from: store), clients: try await ClientRegistry.load(from: store))
+        let provider = try await sharedProvider.value
         let capture = LogCapture()
         let server = IDPServer(
             provider: provider,

@@ -77,8 +77,8 @@ struct ListenerLimitsTests {
             #expect(await silent.waitForClose())
             #expect(silent.text.isEmpty)
 
-            let served = try await RawConnection.open(port: harness.port)
-            try await served.send("GET /healthz/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            let served = try await RawConnection.open(
+                port: harness.port, sending: "GET /healthz/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
             #expect(await served.statusLine() == "HTTP/1.1 200 OK")
             #expect(await served.waitForClose())
         }

@@ -14,9 +14,21 @@ final class RawConnection: Sendable {
     /// Feeds the connection's events into its state.
     final class Recorder: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
+        typealias OutboundOut = ByteBuffer
         let connection: RawConnection
+        let greeting: String?
 
-        init(_ connection: RawConnection) { self.connection = connection }
+        init(_ connection: RawConnection, greeting: String?) {
+            self.connection = connection
+            self.greeting = greeting
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            if let greeting {
+                context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: greeting)), promise: nil)
+            }
+            context.fireChannelActive()
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let buffer = unwrapInboundIn(data)
@@ -43,16 +55,17 @@ final class RawConnection: Sendable {
     private init(shared: EventSignal?) { self.shared = shared }
 
     /// Connects to `127.0.0.1:port` from `source` (a loopback address such as 127.0.0.2);
-    /// its events are also signalled on `shared`.
-    static func open(port: Int, from source: String = "127.0.0.1", shared: EventSignal? = nil) async throws
-        -> RawConnection
-    {
+    /// its events are also signalled on `shared`. `greeting` is sent the moment the connection
+    /// is up, before the server can have started any timer on it.
+    static func open(
+        port: Int, from source: String = "127.0.0.1", shared: EventSignal? = nil, sending greeting: String? = nil
+    ) async throws -> RawConnection {
         let connection = RawConnection(shared: shared)
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .bind(to: try SocketAddress(ipAddress: source, port: 0))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Recorder(connection))
+                    try channel.pipeline.syncOperations.addHandler(Recorder(connection, greeting: greeting))
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()

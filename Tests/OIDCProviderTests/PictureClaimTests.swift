@@ -7,6 +7,9 @@ import Testing
 /// pages: only `https` URLs are passed on.
 @Suite("Picture claim")
 struct PictureClaimTests {
+    /// One provider for every case (each case signs in a user of its own).
+    static let shared = Task { try await Fixtures.provider() }
+
     @Test(
         "only https profile pictures reach the ID token, userinfo and introspection",
         arguments: [
@@ -16,7 +19,7 @@ struct PictureClaimTests {
             ("https://pics.example.com/alice.png", true), ("HTTPS://pics.example.com/a.png?s=64", true),
         ])
     func picture(_ url: String, _ kept: Bool) async throws {
-        let setup = try await Fixtures.provider()
+        let setup = try await Self.shared.value
         var alice = Fixtures.alice()
         alice.profilePicURL = url
         let body = Fixtures.json(await setup.redeem(try await setup.code(identity: alice)).body)

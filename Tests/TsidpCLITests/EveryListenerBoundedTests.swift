@@ -49,10 +49,13 @@ struct EveryListenerBoundedTests {
             for await _ in ready { break }
             group.addTask { try await LocalTailscaledRunner(configuration: configuration, logger: logger).run() }
             defer { group.cancelAll() }
-            // Start-up has no ready signal of its own: try to connect until both ports accept (bounded).
+            // Start-up has no ready signal of its own: try to connect until both ports accept
+            // (bounded; generating the signing keys takes a while on a busy machine).
             for port in [https, local] {
                 var accepting = false
-                for _ in 0..<100 where !accepting {
+                var attempts = 0
+                while !accepting && attempts < 600 {
+                    attempts += 1
                     if let channel = try? await Self.connect(port: port, from: "127.0.0.9") {
                         accepting = true
                         try? await channel.close()
