@@ -9,6 +9,7 @@ import NIOCore
 /// - Important: Admission is decided before any TLS handshake or parsing, so a flood costs one
 ///   accept and one close per connection.
 public struct BoundedHTTPChannel: ServerChildChannel {
+    /// The connection as HTTP/1.1 serves it.
     public typealias Value = HTTP1Channel.Value
 
     /// Thrown from ``setup(channel:logger:)`` for a connection that was refused and closed.

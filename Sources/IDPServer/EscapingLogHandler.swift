@@ -8,7 +8,9 @@ import Logging
 /// and `error.type` metadata.
 public struct EscapingLogHandler: LogHandler {
     private var inner: any LogHandler
+    /// The handler's own metadata (escaped when a line is logged).
     public var metadata: Logger.Metadata = [:]
+    /// Contextual metadata (escaped when a line is logged).
     public var metadataProvider: Logger.MetadataProvider?
 
     /// Escapes what reaches `inner`.
@@ -22,16 +24,19 @@ public struct EscapingLogHandler: LogHandler {
         self.inner = inner
     }
 
+    /// The wrapped handler's level.
     public var logLevel: Logger.Level {
         get { inner.logLevel }
         set { inner.logLevel = newValue }
     }
 
+    /// One entry of the handler's own metadata.
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
         get { metadata[key] }
         set { metadata[key] = newValue }
     }
 
+    /// Hands `event` to the wrapped handler with its message and all metadata escaped.
     public func log(event: LogEvent) {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }

@@ -87,8 +87,9 @@ extension IDPServer {
 
     /// Host names under which the admin surface may be reached: the issuer's, and loopback names.
     ///
-    /// - Important: Checking `Host` (and `Origin`) against this fixed list, never against each
-    ///   other, is what defeats DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends
+    /// - Important: Checking `Host` against this fixed list (and `Origin` against fixed origins,
+    ///   see ``allowedOrigins(issuer:listenerAddress:)``), never against each other, is what
+    ///   defeats DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends
     ///   `Host: evil.example`.
     static func allowedHostNames(issuer: String) -> Set<String> {
         var names: Set<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
