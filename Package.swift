@@ -145,9 +145,10 @@ let package = Package(
         .testTarget(
             name: "TsidpCLITests",
             dependencies: [
-                "TsidpCLI", "Tailnet",
+                "TsidpCLI", "Tailnet", "IDPServer",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

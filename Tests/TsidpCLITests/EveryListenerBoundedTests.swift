@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Tailnet
@@ -44,10 +45,18 @@ struct EveryListenerBoundedTests {
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: logger) { readyContinuation.yield() }
+        let failure = NIOLockedValueBox<String?>(nil)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await simulated.run() }
             for await _ in ready { break }
-            group.addTask { try await LocalTailscaledRunner(configuration: configuration, logger: logger).run() }
+            group.addTask {
+                do {
+                    try await LocalTailscaledRunner(configuration: configuration, logger: logger).run()
+                } catch {
+                    failure.withLockedValue { $0 = "\(error)" }
+                    throw error
+                }
+            }
             defer { group.cancelAll() }
             // Start-up has no ready signal of its own: try to connect until both ports accept
             // (bounded; generating the signing keys takes a while on a busy machine).
@@ -56,6 +65,10 @@ struct EveryListenerBoundedTests {
                 var attempts = 0
                 while !accepting && attempts < 600 {
                     attempts += 1
+                    if let failed = failure.withLockedValue({ $0 }) {
+                        Issue.record("tsidp stopped: \(failed)")
+                        return
+                    }
                     if let channel = try? await Self.connect(port: port, from: "127.0.0.9") {
                         accepting = true
                         try? await channel.close()

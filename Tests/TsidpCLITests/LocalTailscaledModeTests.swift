@@ -39,7 +39,19 @@ struct LocalTailscaledModeTests {
             + String(contentsOfFile: directory + "/cert.pem", encoding: .utf8)
     }
 
+    /// A port free on 127.0.0.1 now, for a listener started later. Taken below the kernel's
+    /// ephemeral range when possible: a port from that range can be handed to some other test's
+    /// outgoing connection before the listener binds it.
     static func freePort() throws -> Int {
+        for _ in 0..<50 {
+            let candidate = Int.random(in: 20000..<32000)
+            if let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+                host: "127.0.0.1", port: candidate
+            ).wait() {
+                try channel.close().wait()
+                return candidate
+            }
+        }
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0)
             .wait()
         let port = channel.localAddress!.port!
