@@ -56,12 +56,18 @@ public struct CallerIdentity: Sendable {
         return try await identify(address: address)
     }
 
+    /// The provider's view of a WhoIs answer.
+    ///
+    /// - Important: A profile picture URL that is not `https` is dropped here, so it reaches
+    ///   neither tokens nor the grant files.
     public func convert(_ whois: WhoIsResponse) -> UserIdentity {
-        UserIdentity(
+        var identity = UserIdentity(
             userID: whois.userProfile.id, loginName: whois.userProfile.loginName,
             displayName: whois.userProfile.displayName, profilePicURL: whois.userProfile.profilePicURL,
             groups: whois.userProfile.groups, nodeID: whois.node.id, nodeStableID: whois.node.stableID,
             nodeName: whois.node.name, nodeKey: whois.node.key, addresses: whois.node.addresses, tags: whois.node.tags,
             capabilityValues: whois.capMap[capabilityName] ?? [])
+        identity.profilePicURL = identity.pictureURL ?? ""
+        return identity
     }
 }

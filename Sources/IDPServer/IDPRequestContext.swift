@@ -7,10 +7,13 @@ public struct IDPRequestContext: RequestContext {
     public var coreContext: CoreRequestContextStorage
     /// The connection's peer, the only source of caller identity (WhoIs is asked about it).
     public let remoteAddress: SocketAddress?
+    /// The listener's own address, as the connection arrived at it.
+    public let localAddress: SocketAddress?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)
         self.remoteAddress = source.channel.remoteAddress
+        self.localAddress = source.channel.localAddress
     }
 
     /// Bodies tsidp accepts are forms and small JSON documents.

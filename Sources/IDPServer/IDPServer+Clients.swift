@@ -80,12 +80,8 @@ extension IDPServer {
         } catch {
             throw OAuthError(.accessDenied, "the caller is not identified on the tailnet", status: 403)
         }
-        let grants: Grants
-        do {
-            grants = Grants(try caller.rules())
-        } catch {
-            throw OAuthError(.serverError, "the caller's tsidp grant is malformed: \(error)")
-        }
+        // A grant that does not parse: 403 naming the bad field, logged once per node.
+        let grants = try provider.policy(for: caller)
         let allowed = right == .admin ? grants.allowAdminUI : grants.allowDCR
         guard allowed, !caller.isTagged || right == .registration else {
             throw OAuthError(.accessDenied, "application capability not granted")
@@ -94,8 +90,9 @@ extension IDPServer {
 
     /// Host names under which the admin surface may be reached: the issuer's, and loopback names.
     ///
-    /// - Important: Checking `Host` (and `Origin`) against this fixed list, never against each
-    ///   other, is what defeats DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends
+    /// - Important: Checking `Host` against this fixed list (and `Origin` against fixed origins,
+    ///   see ``allowedOrigins(issuer:listenerAddress:)``), never against each other, is what
+    ///   defeats DNS rebinding: a page on `evil.example` rebound to 127.0.0.1 sends
     ///   `Host: evil.example`.
     static func allowedHostNames(issuer: String) -> Set<String> {
         var names: Set<String> = ["localhost", "127.0.0.1", "[::1]", "::1"]
@@ -120,16 +117,33 @@ extension IDPServer {
         }
     }
 
+    /// The origins a same-origin request to the admin API may come from: the issuer's, and, on a
+    /// loopback listener, the listener's own (`http://localhost:<port>`, `http://<its address>:<port>`).
+    ///
+    /// - Important: Scheme, host and port must all match: `http://localhost:9999` is another site
+    ///   than `http://localhost:8080`, and any page served there must not act as the operator.
+    static func allowedOrigins(issuer: String, listenerAddress: SocketAddress?) -> Set<WebOrigin> {
+        var origins: Set<WebOrigin> = []
+        if let origin = WebOrigin(url: issuer) { origins.insert(origin) }
+        if let address = listenerAddress, let ip = address.ipAddress, let port = address.port,
+            ip == "::1" || ip.hasPrefix("127.")
+        {
+            for host in ["localhost", ip] {
+                if let origin = WebOrigin(scheme: "http", host: host, port: port) { origins.insert(origin) }
+            }
+        }
+        return origins
+    }
+
     /// Refuses cross-site requests (CSRF): a browser's `Sec-Fetch-Site` must be same-origin or
-    /// none, and an `Origin` must name one of this server's host names.
-    static func checkSameOrigin(_ request: Request, issuer: String) throws {
+    /// none, and an `Origin` must be exactly one of ``allowedOrigins(issuer:listenerAddress:)``.
+    static func checkSameOrigin(_ request: Request, issuer: String, listenerAddress: SocketAddress?) throws {
         if let site = request.headers[.secFetchSite]?.lowercased(), site != "same-origin", site != "none" {
             throw OAuthError(.accessDenied, "cross-site request refused")
         }
-        guard let origin = request.headers[.origin] else { return }
-        guard let components = URLComponents(string: origin), let scheme = components.scheme,
-            scheme == "http" || scheme == "https", let host = components.host,
-            allowedHostNames(issuer: issuer).contains(host.lowercased())
+        guard let header = request.headers[.origin] else { return }
+        guard let origin = WebOrigin(header: header),
+            allowedOrigins(issuer: issuer, listenerAddress: listenerAddress).contains(origin)
         else {
             throw OAuthError(.accessDenied, "cross-origin request refused")
         }
@@ -144,7 +158,7 @@ extension IDPServer {
             return Responses.encoded(await clients.all().map { ClientView($0) })
         }
         router.post("/clients/new") { request, context -> Response in
-            try Self.checkSameOrigin(request, issuer: issuer)
+            try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)
             var request = request
             let form = try await Self.readForm(&request, context: context)
@@ -172,7 +186,7 @@ extension IDPServer {
             return Responses.encoded(ClientView(client))
         }
         router.put("/clients/:id") { request, context -> Response in
-            try Self.checkSameOrigin(request, issuer: issuer)
+            try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)
             var request = request
             let form = try await Self.readForm(&request, context: context)
@@ -185,7 +199,7 @@ extension IDPServer {
             return Responses.encoded(ClientView(client))
         }
         router.delete("/clients/:id") { request, context -> Response in
-            try Self.checkSameOrigin(request, issuer: issuer)
+            try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)
             let id = context.parameters.get("id") ?? ""
             guard try await provider.deleteClient(id) else { throw OAuthError(.notFound, "client not found") }
@@ -193,7 +207,7 @@ extension IDPServer {
             return Response(status: .noContent)
         }
         router.post("/clients/:id/regenerate-secret") { request, context -> Response in
-            try Self.checkSameOrigin(request, issuer: issuer)
+            try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)
             let id = context.parameters.get("id") ?? ""
             let result = try await clients.regenerateSecret(id)
@@ -206,7 +220,7 @@ extension IDPServer {
             do {
                 // Registration is authorised by who the caller is (WhoIs), which a browser carries
                 // to any site: only same-origin or non-browser callers may use it.
-                try Self.checkSameOrigin(request, issuer: issuer)
+                try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
                 try await requireRight(.registration, request: request, context: context, listener: listener)
                 let body = try await Self.readBody(&request, context: context)
                 let registration: RegistrationRequest
@@ -267,7 +281,7 @@ extension IDPServer {
             }
         }
         router.post("/keys/rotate") { request, context -> Response in
-            try Self.checkSameOrigin(request, issuer: issuer)
+            try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)
             try await provider.keys.rotate()
             logger.info("signing keys rotated", metadata: ["kid": "\(provider.keys.signingKey.kid)"])

@@ -59,7 +59,8 @@ extension IDPServer {
                     status: .forbidden)
             }
             do {
-                try Self.checkSameOrigin(request, issuer: provider.configuration.issuer)
+                try Self.checkSameOrigin(
+                    request, issuer: provider.configuration.issuer, listenerAddress: context.localAddress)
             } catch let error as OAuthError {
                 return Responses.html(HTML.errorPage(error), status: .forbidden)
             }
@@ -113,7 +114,8 @@ extension IDPServer {
         }
         router.post("/consents/revoke") { request, context -> Response in
             do {
-                try Self.checkSameOrigin(request, issuer: provider.configuration.issuer)
+                try Self.checkSameOrigin(
+                    request, issuer: provider.configuration.issuer, listenerAddress: context.localAddress)
             } catch let error as OAuthError {
                 return Responses.html(HTML.errorPage(error), status: .forbidden)
             }

@@ -3,8 +3,9 @@ import Foundation
 /// Removes secrets from text before it reaches a log line.
 ///
 /// - Important: Everything `--debug-all-requests` prints passes through here: form and query
-///   values, JSON members and headers that carry credentials, codes or tokens are replaced by
-///   `[redacted]`.
+///   values and JSON members that carry credentials, codes or tokens are replaced by
+///   `[redacted]`, and so is the value of every header not on the ``loggedHeaders`` allowlist
+///   (a client's `X-Api-Key` or a proxy's token header is as secret as `Authorization`).
 public enum Redaction {
     /// Parameter and member names whose values are secret.
     public static let secretNames: Set<String> = [
@@ -13,8 +14,25 @@ public enum Redaction {
         "state", "nonce", "code_challenge",
     ]
 
-    /// Header names whose values are secret.
+    /// Header names whose values are secret. They are also absent from ``loggedHeaders``; the
+    /// list says which of the redacted headers are credentials for certain.
     public static let secretHeaders: Set<String> = ["authorization", "cookie", "set-cookie", "proxy-authorization"]
+
+    /// Header names (lower case) whose values are logged; every other header is logged by name
+    /// with its value redacted. `Referer` and `Location` are logged with secret query values
+    /// redacted.
+    public static let loggedHeaders: Set<String> = [
+        // Requests
+        "host", "user-agent", "accept", "accept-encoding", "accept-language", "content-type", "content-length",
+        "transfer-encoding", "connection", "origin", "referer", "sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest",
+        "sec-fetch-user", "cache-control", "pragma", "if-none-match", "if-modified-since",
+        "access-control-request-method", "access-control-request-headers", "tailscale-funnel-request",
+        // Responses
+        "location", "www-authenticate", "allow", "etag", "last-modified", "date", "server", "vary",
+        "access-control-allow-origin", "access-control-allow-methods", "access-control-allow-headers",
+        "access-control-max-age", "content-security-policy", "x-frame-options", "x-content-type-options",
+        "referrer-policy",
+    ]
 
     static let marker = "[redacted]"
 
@@ -56,10 +74,10 @@ public enum Redaction {
         return value
     }
 
-    /// A header value, or the marker for credential headers.
+    /// A header value as it may be logged: the marker unless the header is on ``loggedHeaders``.
     public static func header(name: String, value: String) -> String {
         let lowered = name.lowercased()
-        if secretHeaders.contains(lowered) { return marker }
+        guard loggedHeaders.contains(lowered), !secretHeaders.contains(lowered) else { return marker }
         return lowered == "location" || lowered == "referer" ? url(value) : value
     }
 

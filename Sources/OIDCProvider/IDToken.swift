@@ -27,15 +27,9 @@ public enum IDToken {
         "userid:\(identity.userID)"
     }
 
-    /// Extra claims granted to `identity`, checked against the protected set.
-    static func extraClaims(_ identity: UserIdentity, forUserInfo: Bool) throws -> [(String, JSONValue)] {
-        let rules: [CapabilityRule]
-        do {
-            rules = try identity.rules()
-        } catch {
-            throw OAuthError(.serverError, "the tsidp grant for this user is malformed: \(error)")
-        }
-        let claims = Grants(rules).extraClaims(forUserInfo: forUserInfo)
+    /// Extra claims granted by `policy`, checked against the protected set.
+    static func extraClaims(_ policy: Grants, forUserInfo: Bool) throws -> [(String, JSONValue)] {
+        let claims = policy.extraClaims(forUserInfo: forUserInfo)
         if let bad = claims.first(where: { protectedClaims.contains($0.0) }) {
             throw OAuthError(.invalidRequest, "a grant tries to set the protected claim \(bad.0)")
         }
@@ -77,12 +71,12 @@ extension Provider {
         if grant.scopes.contains(Scope.profile) {
             members.append(("name", .string(identity.displayName)))
             members.append(("preferred_username", .string(identity.username)))
-            if !identity.profilePicURL.isEmpty { members.append(("picture", .string(identity.profilePicURL))) }
+            if let picture = identity.pictureURL { members.append(("picture", .string(picture))) }
         }
         if !identity.groups.isEmpty {
             members.append(("groups", .array(identity.groups.map(JSONValue.string))))
         }
-        let extra = try IDToken.extraClaims(identity, forUserInfo: false)
+        let extra = try IDToken.extraClaims(policy(for: identity), forUserInfo: false)
         let present = Set(members.map(\.0))
         for (name, value) in extra {
             if present.contains(name) {
@@ -103,9 +97,9 @@ extension Provider {
             ("preferred_username", .string(identity.username)),
             ("username", .string(identity.username)),
         ]
-        if !identity.profilePicURL.isEmpty { members.append(("picture", .string(identity.profilePicURL))) }
+        if let picture = identity.pictureURL { members.append(("picture", .string(picture))) }
         if !identity.groups.isEmpty { members.append(("groups", .array(identity.groups.map(JSONValue.string)))) }
-        for (name, value) in try IDToken.extraClaims(identity, forUserInfo: true) {
+        for (name, value) in try IDToken.extraClaims(policy(for: identity), forUserInfo: true) {
             members.removeAll { $0.0 == name }
             members.append((name, value))
         }

@@ -185,15 +185,16 @@ extension Provider {
                 return fail(
                     OAuthError(.loginRequired, "the device belongs to a different user than id_token_hint names"))
             }
+            // A grant that does not parse grants nothing. The person (whose tailnet policy needs
+            // fixing) is told on a page; the relying party could not help.
+            let policy: Grants
+            do {
+                policy = try self.policy(for: identity)
+            } catch {
+                return .errorPage(error)
+            }
             if !resources.isEmpty {
-                let rules: [CapabilityRule]
-                do {
-                    rules = try identity.rules()
-                } catch {
-                    return fail(OAuthError(.serverError, "the tsidp grant for this user is malformed"))
-                }
-                let grants = Grants(rules)
-                resources = resources.filter { grants.allows(resource: $0, for: identity.loginName) }
+                resources = resources.filter { policy.allows(resource: $0, for: identity.loginName) }
                 if resources.isEmpty {
                     return fail(OAuthError(.invalidTarget, "none of the requested resources is granted to this user"))
                 }

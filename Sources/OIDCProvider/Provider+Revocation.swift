@@ -6,10 +6,8 @@ extension Provider {
     /// (the RFC's rule, so that a client cannot probe for tokens), and revokes what the caller owns:
     /// an access token alone, or a refresh token with its whole family.
     public func revoke(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
-        var basic = false
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            basic = credentials.usedBasic
             let client = try await authenticate(credentials)
             guard let token = try form.single("token") else {
                 throw OAuthError(.invalidRequest, "token is required")
@@ -34,7 +32,7 @@ extension Provider {
             }
             return TokenResponse(status: 200, body: [], wwwAuthenticate: nil)
         } catch let error as OAuthError {
-            return .failure(error, basicChallenge: basic)
+            return .failure(error)
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be revoked"))
         }
@@ -44,10 +42,8 @@ extension Provider {
     /// tokens issued to the caller or naming it as an audience; anything else is
     /// `{"active": false}`.
     public func introspect(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
-        var basic = false
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            basic = credentials.usedBasic
             let client = try await authenticate(credentials)
             guard !client.isPublic else {
                 throw OAuthError(.invalidClient, "public clients cannot introspect tokens")
@@ -84,7 +80,7 @@ extension Provider {
             }
             return inactive
         } catch let error as OAuthError {
-            return .failure(error, basicChallenge: basic)
+            return .failure(error)
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be introspected"))
         }
@@ -116,9 +112,7 @@ extension Provider {
         }
         if grant.scopes.contains(Scope.profile) {
             members.append(("preferred_username", .string(grant.identity.username)))
-            if !grant.identity.profilePicURL.isEmpty {
-                members.append(("picture", .string(grant.identity.profilePicURL)))
-            }
+            if let picture = grant.identity.pictureURL { members.append(("picture", .string(picture))) }
         }
         if let actor { members.append(("act", ActorClaim.json(actor))) }
         return JSONText.object(members)

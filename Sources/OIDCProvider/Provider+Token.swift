@@ -1,17 +1,20 @@
 import AnyJSON
 import Foundation
 
-/// What `/token` answers: a JSON body and its status; errors carry a `WWW-Authenticate`
-/// challenge when the client tried HTTP Basic authentication.
+/// What `/token` (and `/revoke`, `/introspect`) answers: a JSON body and its status; a 401
+/// carries a `WWW-Authenticate: Basic` challenge.
 public struct TokenResponse: Sendable {
     public var status: Int
     public var body: [UInt8]
     public var wwwAuthenticate: String?
 
-    static func failure(_ error: OAuthError, basicChallenge: Bool = false) -> TokenResponse {
+    /// An error answer. Every 401 at these endpoints is a failed client authentication, which
+    /// the client tried with HTTP Basic or could have (RFC 6749 §5.2): it carries the challenge,
+    /// whether the credentials were wrong, missing or malformed.
+    static func failure(_ error: OAuthError) -> TokenResponse {
         TokenResponse(
             status: error.status, body: error.jsonBody,
-            wwwAuthenticate: error.status == 401 && basicChallenge ? "Basic realm=\"tsidp\"" : nil)
+            wwwAuthenticate: error.status == 401 ? "Basic realm=\"tsidp\"" : nil)
     }
 }
 
@@ -19,7 +22,6 @@ public struct TokenResponse: Sendable {
 struct PresentedCredentials {
     var clientID: String?
     var secret: String?
-    var usedBasic: Bool
 
     /// Reads `client_secret_basic` from the Authorization header or `client_secret_post` /
     /// public `client_id` from the form (RFC 6749 §2.3.1). Using both methods is an error.
@@ -46,11 +48,9 @@ struct PresentedCredentials {
             }
             self.clientID = id
             self.secret = secret
-            self.usedBasic = true
         } else {
             self.clientID = formID
             self.secret = formSecret
-            self.usedBasic = false
         }
     }
 }
@@ -64,10 +64,8 @@ extension Provider {
     public func token(
         _ form: OAuthParameters, authorization: String?, callerNodeID: (@Sendable () async -> Int64?)? = nil
     ) async -> TokenResponse {
-        var basic = false
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            basic = credentials.usedBasic
             guard let grantType = try form.single("grant_type") else {
                 throw OAuthError(.invalidRequest, "grant_type is required")
             }
@@ -105,7 +103,7 @@ extension Provider {
                 throw OAuthError(.unsupportedGrantType, "grant_type \(Self.clip(grantType)) is not supported")
             }
         } catch let error as OAuthError {
-            return .failure(error, basicChallenge: basic)
+            return .failure(error)
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be issued"))
         }
@@ -262,15 +260,10 @@ extension Provider {
     /// RFC 8707 at the token endpoint: requested resources must be granted to the user by policy
     /// and, when `/authorize` named resources, be among them.
     func tokenResources(_ form: OAuthParameters, grant: AuthorizationGrant) throws -> [String] {
+        // A grant that does not parse grants nothing; checked before anything is issued or rotated.
+        let policy = try self.policy(for: grant.identity)
         let requested = form.all("resource")
         guard !requested.isEmpty else { return grant.resources }
-        let rules: [CapabilityRule]
-        do {
-            rules = try grant.identity.rules()
-        } catch {
-            throw OAuthError(.serverError, "the tsidp grant for this user is malformed")
-        }
-        let policy = Grants(rules)
         var allowed: [String] = []
         for resource in requested where !allowed.contains(resource) {
             guard grant.resources.isEmpty || grant.resources.contains(resource) else {

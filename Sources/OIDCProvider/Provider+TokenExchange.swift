@@ -42,13 +42,7 @@ extension Provider {
         guard !audiences.isEmpty else {
             throw OAuthError(.invalidRequest, "audience is required")
         }
-        let rules: [CapabilityRule]
-        do {
-            rules = try subject.grant.identity.rules()
-        } catch {
-            throw OAuthError(.serverError, "the tsidp grant for the subject's user is malformed")
-        }
-        let policy = Grants(rules)
+        let policy = try self.policy(for: subject.grant.identity)
         var allowed: [String] = []
         for audience in audiences where !allowed.contains(audience) {
             if policy.allows(resource: audience, for: subject.grant.identity.loginName) { allowed.append(audience) }

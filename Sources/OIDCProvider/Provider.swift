@@ -55,6 +55,7 @@ public final class Provider: Sendable {
     let ledger: GrantLedger
     let sessions = SessionTracker()
     let consentRequests = ConsentRequests()
+    let malformedGrants = MalformedGrantLog()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery

@@ -46,6 +46,17 @@ public struct UserIdentity: Sendable, Equatable, Codable {
         case nodeStableID = "ns", nodeName = "nn", nodeKey = "nk", addresses = "a", tags = "t", capabilityValues = "c"
     }
 
+    /// The profile picture URL as the `picture` claim may carry it: only an absolute `https` URL.
+    ///
+    /// - Important: The URL comes from the tailnet's user profile and ends up in relying parties'
+    ///   pages; `javascript:`, `data:` and plain `http:` URLs are dropped, never passed on.
+    public var pictureURL: String? {
+        guard let url = URLComponents(string: profilePicURL), url.scheme?.lowercased() == "https",
+            let host = url.host, !host.isEmpty
+        else { return nil }
+        return profilePicURL
+    }
+
     /// Whether the device is tagged: tagged devices have no user identity.
     public var isTagged: Bool { !tags.isEmpty }
 

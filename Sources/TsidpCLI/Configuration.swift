@@ -1,3 +1,4 @@
+import IDPServer
 import Logging
 
 /// Everything tsidp needs to start, resolved from flags, environment and defaults.
@@ -25,6 +26,8 @@ public struct Configuration: Sendable, Equatable {
     public var debugAllRequests: Bool
     public var debugTailscaled: Bool
     public var devIdentitiesPath: String?
+    /// Idle and read timeouts and connection caps of every listener.
+    public var listenerLimits: ListenerLimits
     /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
     /// into its bucket files (`nil`: the default, 1,024).
     public var grantJournalEntries: Int? = nil
@@ -84,6 +87,45 @@ public struct Configuration: Sendable, Equatable {
         else {
             throw UsageError("invalid --hostname \"\(hostname)\": use letters, digits and '-' (at most 63)")
         }
+        func duration(_ value: String?, flag: String, variable: String, default fallback: Duration) throws
+            -> Duration
+        {
+            guard let text = value ?? envString(variable) else { return fallback }
+            let source = value == nil ? variable : "--\(flag)"
+            guard let parsed = GoDuration.parse(text) else {
+                throw UsageError("invalid duration \"\(text)\" in \(source): use a duration such as 30s, 1m or 500ms")
+            }
+            guard parsed > .zero, parsed <= .seconds(24 * 3600) else {
+                throw UsageError("\(source) \(text) is out of range: use more than 0s and at most 24h")
+            }
+            return parsed
+        }
+        func count(_ value: Int?, flag: String, variable: String, default fallback: Int) throws -> Int {
+            let number = try value ?? envInt(variable) ?? fallback
+            guard (1...1_000_000).contains(number) else {
+                throw UsageError(
+                    "\(value == nil ? variable : "--\(flag)") \(number) is out of range: use 1 to 1000000")
+            }
+            return number
+        }
+        let defaults = ListenerLimits.defaults
+        let limits = ListenerLimits(
+            idleTimeout: try duration(
+                command.idleTimeout, flag: "idle-timeout", variable: "TSIDP_IDLE_TIMEOUT",
+                default: defaults.idleTimeout),
+            headerTimeout: try duration(
+                command.readHeaderTimeout, flag: "read-header-timeout", variable: "TSIDP_READ_HEADER_TIMEOUT",
+                default: defaults.headerTimeout),
+            bodyTimeout: try duration(
+                command.readBodyTimeout, flag: "read-body-timeout", variable: "TSIDP_READ_BODY_TIMEOUT",
+                default: defaults.bodyTimeout),
+            maxConnectionsPerPeer: try count(
+                command.maxConnectionsPerPeer, flag: "max-connections-per-peer",
+                variable: "TSIDP_MAX_CONNECTIONS_PER_PEER", default: defaults.maxConnectionsPerPeer),
+            maxConnections: try count(
+                command.maxConnections, flag: "max-connections", variable: "TSIDP_MAX_CONNECTIONS",
+                default: defaults.maxConnections))
+
         let socket = command.socket ?? defaultSocket
         guard !socket.isEmpty else { throw UsageError("--socket must not be empty") }
 
@@ -120,7 +162,8 @@ public struct Configuration: Sendable, Equatable {
             allowInsecureRegistration: command.allowInsecureRegistration ?? false,
             debugAllRequests: try command.debugAllRequests ?? envBool("TSIDP_DEBUG_ALL_REQUESTS") ?? false,
             debugTailscaled: try command.debugTailscaled ?? envBool("TSIDP_DEBUG_TSNET") ?? false,
-            devIdentitiesPath: command.devIdentities)
+            devIdentitiesPath: command.devIdentities,
+            listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
         return resolved
     }

@@ -1,6 +1,5 @@
 import Foundation
 import Hummingbird
-import HummingbirdTLS
 import IDPServer
 import Logging
 import NIOCore
@@ -67,11 +66,15 @@ struct LocalTailscaledRunner {
 
         // The writer first: services stop in reverse order, so it drains after every listener.
         var services: [any Service] = [writer]
+        // The tailnet listeners (one per Tailscale address) share one connection count and one
+        // TLS context, whose certificate follows tailscaled's renewals.
+        let counter = ConnectionCounter(limits: configuration.listenerLimits)
+        let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
         for address in status.tailscaleIPs {
             services.append(
                 Application(
                     router: server.router(for: .tailnet),
-                    server: try .tls(tlsConfiguration: certificates.tlsConfiguration()),
+                    server: configuration.boundedServer(logger: logger, counter: counter, tls: tls),
                     configuration: .init(address: .hostname(address, port: configuration.port), serverName: nil),
                     logger: logger))
         }

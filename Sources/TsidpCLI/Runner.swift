@@ -133,6 +133,7 @@ struct Runner {
             issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort)
         let tailnetApp = Application(
             router: server.router(for: .tailnet),
+            server: configuration.boundedServer(logger: logger),
             configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
             onServerRunning: { _ in
                 FileHandle.standardError.write(Data(banner.utf8))
@@ -167,6 +168,7 @@ struct Runner {
             services.append(
                 Application(
                     router: server.router(for: .local),
+                    server: configuration.boundedServer(logger: logger),
                     configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
                     logger: logger))
         }

@@ -17,6 +17,8 @@ public struct TsidpCommand: ParsableCommand {
             Environment variables (a flag given on the command line wins):
               TSIDP_PORT, TSIDP_LOCAL_PORT, TSIDP_USE_LOCAL_TAILSCALED, TS_HOSTNAME, TS_STATE_DIR, TS_STATE,
               TSIDP_USE_FUNNEL, TSIDP_ENABLE_STS, TSIDP_LOG, TSIDP_DEBUG_ALL_REQUESTS, TSIDP_DEBUG_TSNET,
+              TSIDP_IDLE_TIMEOUT, TSIDP_READ_HEADER_TIMEOUT, TSIDP_READ_BODY_TIMEOUT,
+              TSIDP_MAX_CONNECTIONS_PER_PEER, TSIDP_MAX_CONNECTIONS,
               TS_AUTHKEY / TS_AUTHKEY_FILE (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
             """,
         version: TsidpVersion.current)
@@ -107,6 +109,41 @@ public struct TsidpCommand: ParsableCommand {
             "With --dev: JSON array of WhoIs documents; identity N answers callers from 127.0.0.N. (default: one built-in user, alice@example.com)"
     )
     public var devIdentities: String?
+
+    @Option(
+        name: .customLong("idle-timeout"),
+        help:
+            "Close a connection with no request in progress after this long (Go duration: 30s, 2m). Env: TSIDP_IDLE_TIMEOUT. (default: 30s)"
+    )
+    public var idleTimeout: String?
+
+    @Option(
+        name: .customLong("read-header-timeout"),
+        help:
+            "A request's headers must arrive within this long of its first byte, or 408. Env: TSIDP_READ_HEADER_TIMEOUT. (default: 10s)"
+    )
+    public var readHeaderTimeout: String?
+
+    @Option(
+        name: .customLong("read-body-timeout"),
+        help:
+            "A request's body must arrive within this long of its headers, or 408. Env: TSIDP_READ_BODY_TIMEOUT. (default: 10s)"
+    )
+    public var readBodyTimeout: String?
+
+    @Option(
+        name: .customLong("max-connections-per-peer"),
+        help:
+            "Open connections one peer address may hold per listener; more are closed at once. Env: TSIDP_MAX_CONNECTIONS_PER_PEER. (default: 64)"
+    )
+    public var maxConnectionsPerPeer: Int?
+
+    @Option(
+        name: .customLong("max-connections"),
+        help:
+            "Open connections in total, per listener group (tailnet, local); more are closed at once. Lowered to fit the open-file limit. Env: TSIDP_MAX_CONNECTIONS. (default: 4096)"
+    )
+    public var maxConnections: Int?
 
     public init() {}
 }

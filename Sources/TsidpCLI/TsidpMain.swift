@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import IDPServer
 import Logging
 
 #if canImport(Glibc)
@@ -12,7 +13,7 @@ import Logging
 /// and runs the server.
 public enum TsidpMain {
     public static func main(arguments: [String] = Array(CommandLine.arguments.dropFirst())) async {
-        let configuration: Configuration
+        var configuration: Configuration
         switch parse(arguments: arguments, environment: ProcessInfo.processInfo.environment) {
         case .exit(let status, let output, let toStandardError):
             if !output.isEmpty {
@@ -27,6 +28,22 @@ public enum TsidpMain {
             exit(2)
         }
         let logger = makeLogger(level: configuration.logLevel)
+        if let files = FileDescriptorLimit.raiseToHardLimit() {
+            logger.debug(
+                "open-file limit raised to the hard limit",
+                metadata: ["before": "\(files.before)", "after": "\(files.after)"])
+            let fitted = configuration.fitting(openFiles: files.after)
+            if fitted.listenerLimits.maxConnections < configuration.listenerLimits.maxConnections {
+                logger.warning(
+                    "connection caps lowered to fit the open-file limit",
+                    metadata: [
+                        "open_files": "\(files.after)",
+                        "max_connections": "\(fitted.listenerLimits.maxConnections)",
+                        "max_connections_per_peer": "\(fitted.listenerLimits.maxConnectionsPerPeer)",
+                    ])
+            }
+            configuration = fitted
+        }
         do {
             try await Runner(configuration: configuration, logger: logger).run()
         } catch let error as UsageError {
@@ -77,7 +94,8 @@ public enum TsidpMain {
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
-            return handler
+            // Every value in every line is escaped: no request can forge a log line.
+            return EscapingLogHandler(wrapping: handler)
         }
         var logger = Logger(label: "tsidp")
         logger.logLevel = level

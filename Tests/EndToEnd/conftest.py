@@ -277,7 +277,15 @@ class ProcessRegistry:
     def __init__(self):
         self.processes: list[ManagedProcess] = []
 
-    def start(self, name: str, argv: list, cwd: Path, log_dir: Path, env: Optional[dict] = None) -> ManagedProcess:
+    def start(
+        self,
+        name: str,
+        argv: list,
+        cwd: Path,
+        log_dir: Path,
+        env: Optional[dict] = None,
+        preexec_fn: Optional[Callable[[], None]] = None,
+    ) -> ManagedProcess:
         out_path = log_dir / f"{name}.stdout.log"
         err_path = log_dir / f"{name}.stderr.log"
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
@@ -289,6 +297,7 @@ class ProcessRegistry:
                 stderr=err,
                 env=env,
                 start_new_session=True,  # own process group: killpg reaches children
+                preexec_fn=preexec_fn,  # e.g. a lowered resource limit for the child only
             )
         proc = ManagedProcess(name, popen, [out_path, err_path])
         self.processes.append(proc)
@@ -427,13 +436,15 @@ def start_tsidp(
     identities: Optional[list] = None,
     clients: Optional[dict] = None,
     port: Optional[int] = None,
-    extra_args: Sequence[str] = (),
+    extra_args: Optional[Sequence[str]] = None,
+    preexec_fn: Optional[Callable[[], None]] = None,
 ) -> Tsidp:
     """Start ``tsidp --dev`` with a fresh state dir and wait until it is ready.
 
     ``clients`` (keyed by client ID, Go tsidp format) is pre-written as
     ``oidc-funnel-clients.json`` in the state dir before start; ``extra_args`` are appended to the
-    command line (e.g. ``["--enable-sts", "--local-port", "9001"]``).
+    command line (e.g. ``["--enable-sts", "--local-port", "9001"]``); ``preexec_fn`` runs in the
+    child before exec (to lower a resource limit, say).
     """
     state_dir = workdir / "state"
     state_dir.mkdir(exist_ok=True)
@@ -448,9 +459,9 @@ def start_tsidp(
     last_error = ""
     for attempt in range(3):
         chosen = port if (port is not None and attempt == 0) else free_port()
-        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra, *extra_args]
+        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra, *(extra_args or [])]
         try:
-            proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir)
+            proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir, preexec_fn=preexec_fn)
         except OSError as exc:  # e.g. ETXTBSY / ENOENT while the binary is being rebuilt
             last_error = f"exec {argv[0]} failed: {exc}"
             time.sleep(3)
@@ -484,12 +495,20 @@ def start_tsidp(
 def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]:
     """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``; ``workdir`` (default: a
     new scratch dir) holds the logs and the state dir ``workdir/state``, which may be prepared (e.g.
-    a mount point) beforehand; ``extra_args`` are more command-line flags."""
+    a mount point) beforehand; ``extra_args`` are more command-line flags; ``preexec_fn`` runs in the
+    child before exec."""
 
-    def make(identities: Optional[list] = None, clients: Optional[dict] = None, port: Optional[int] = None,
-             workdir: Optional[Path] = None, extra_args: Sequence[str] = ()) -> Tsidp:
+    def make(
+        identities: Optional[list] = None,
+        clients: Optional[dict] = None,
+        port: Optional[int] = None,
+        workdir: Optional[Path] = None,
+        extra_args: Optional[Sequence[str]] = None,
+        preexec_fn: Optional[Callable[[], None]] = None,
+    ) -> Tsidp:
         return start_tsidp(
-            processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port, extra_args
+            processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port, extra_args,
+            preexec_fn,
         )
 
     return make

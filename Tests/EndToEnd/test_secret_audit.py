@@ -31,8 +31,7 @@ where it came from, the stream and line numbers, and shows the line with every k
 replaced by its kind: never a secret itself.
 
 ``test_unknown_secret_headers_not_logged`` checks ``X-Api-Key`` and ``X-Auth-Token`` on their own:
-``--debug-all-requests`` still logs headers it does not know verbatim, so that test is marked xfail
-until the fix is merged.
+``--debug-all-requests`` shows the values of an allowlist of headers only.
 """
 
 from __future__ import annotations
@@ -621,11 +620,6 @@ def test_no_secret_in_logs(audit_run):
     check(not findings, report(findings, "secrets in tsidp's logs"))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="--debug-all-requests logs request headers it does not know (X-Api-Key, X-Auth-Token) verbatim; "
-    "remove this mark once the header redaction fix is merged",
-)
 def test_unknown_secret_headers_not_logged(audit_run):
     """Secrets in headers tsidp has no use for (X-Api-Key, X-Auth-Token) stay out of the logs too."""
     findings = log_findings(audit_run, UNKNOWN_HEADER_KINDS)

@@ -38,7 +38,9 @@ struct ConsentHTTPTests {
             #expect(page.text.contains("&lt;script&gt;alert(1)&lt;/script&gt;Grafana"))
             #expect(page.text.contains("grafana.example.com"))
             #expect(page.headers[.contentSecurityPolicy]?.contains("frame-ancestors 'none'") == true)
-            #expect(page.headers[.contentSecurityPolicy]?.contains("form-action 'self' https://grafana.example.com") == true)
+            #expect(
+                page.headers[.contentSecurityPolicy]?.contains("form-action 'self' https://grafana.example.com") == true
+            )
             #expect(page.headers[.cacheControl] == "no-store")
             let request = try #require(Self.field("request", in: page.text))
             let token = try #require(Self.field("csrf_token", in: page.text))
@@ -106,7 +108,9 @@ struct ConsentHTTPTests {
             #expect(await harness.provider.consents(userID: 2001).count == 1)
             let listing = try await client.execute(uri: "/consents", method: .get)
             let formToken = try #require(Self.field("csrf_token", in: listing.text))
-            let revoke = form("client_id=\(id)&csrf_token=\(formToken.replacingOccurrences(of: "+", with: "%2B").replacingOccurrences(of: "/", with: "%2F").replacingOccurrences(of: "=", with: "%3D"))")
+            let revoke = form(
+                "client_id=\(id)&csrf_token=\(formToken.replacingOccurrences(of: "+", with: "%2B").replacingOccurrences(of: "/", with: "%2F").replacingOccurrences(of: "=", with: "%3D"))"
+            )
             let revoked = try await client.execute(
                 uri: "/consents/revoke", method: .post, headers: revoke.0, body: revoke.1)
             #expect(revoked.status == .seeOther)

@@ -327,7 +327,7 @@ struct ClientsHTTPTests {
         }
         try await Harness.run(rules: [.string("not an object")]) {
             (_: Harness, client: any TestClientProtocol) async throws in
-            #expect(try await client.execute(uri: "/clients/", method: .get).status == .internalServerError)
+            #expect(try await client.execute(uri: "/clients/", method: .get).status == .forbidden)
         }
     }
 

@@ -18,8 +18,14 @@ final class LogCapture: Sendable {
 
     var text: String { lines.withLockedValue { $0.joined(separator: "\n") } }
 
-    func logger(level: Logger.Level = .debug) -> Logger {
-        var logger = Logger(label: "test") { _ in CapturingHandler(capture: self) }
+    /// A logger into this capture; with `escaping`, through ``EscapingLogHandler`` as the
+    /// program's own logger is.
+    func logger(level: Logger.Level = .debug, escaping: Bool = false) -> Logger {
+        var logger = Logger(label: "test") { _ in
+            escaping
+                ? EscapingLogHandler(wrapping: CapturingHandler(capture: self)) as any LogHandler
+                : CapturingHandler(capture: self)
+        }
         logger.logLevel = level
         return logger
     }
@@ -51,25 +57,28 @@ struct Harness {
     let capture: LogCapture
     let socketDirectory: String
 
-    static func identity(login: String, rules: [JSONValue]) -> WhoIsResponse {
+    static func identity(login: String, rules: [JSONValue], profilePicURL: String = "") -> WhoIsResponse {
         WhoIsResponse(
             node: Node(
                 id: 1001, stableID: "nA", name: "alice-laptop.example-tailnet.ts.net.", user: 2001, key: "nodekey:aa",
                 addresses: ["100.64.0.1/32"]),
-            userProfile: UserProfile(id: 2001, loginName: login, displayName: "Alice Example"),
+            userProfile: UserProfile(
+                id: 2001, loginName: login, displayName: "Alice Example", profilePicURL: profilePicURL),
             capMap: ["tailscale.com/cap/tsidp": rules])
     }
 
     /// Runs `body` against the live HTTP server; the caller (127.0.0.1) is identity 1.
     static func run(
         rules: [JSONValue] = [adminRule], listener: Listener = .tailnet, debugAllRequests: Bool = false,
+        escapeLogs: Bool = false, profilePicURL: String = "",
         _ body: @Sendable (Harness, any TestClientProtocol) async throws -> Void
     ) async throws {
         let directory = NSTemporaryDirectory() + "/tsidp-srv-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let tailnet = SimulatedTailnet(
-            socketPath: directory + "/s.sock", identities: [identity(login: "alice@example.com", rules: rules)])
+            socketPath: directory + "/s.sock",
+            identities: [identity(login: "alice@example.com", rules: rules, profilePicURL: profilePicURL)])
         let capture = LogCapture()
         let store = MemoryStateStore()
         let faults = FaultInjectingStateStore(wrapping: store)
@@ -77,7 +86,7 @@ struct Harness {
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
             keys: try await KeyRing.load(from: writer), clients: try await ClientRegistry.load(from: writer),
-            writer: writer, logger: capture.logger())
+            writer: writer, logger: capture.logger(escaping: escapeLogs))
         var options = IDPServer.Options()
         options.debugAllRequests = debugAllRequests
         let server = IDPServer(
@@ -85,7 +94,7 @@ struct Harness {
             identity: CallerIdentity(
                 localAPI: LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5)),
                 capabilityName: "tailscale.com/cap/tsidp"),
-            options: options, logger: capture.logger())
+            options: options, logger: capture.logger(escaping: escapeLogs))
         let harness = Harness(
             provider: provider, server: server, store: store, faults: faults, capture: capture,
             socketDirectory: directory)

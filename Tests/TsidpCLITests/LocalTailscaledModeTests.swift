@@ -39,7 +39,19 @@ struct LocalTailscaledModeTests {
             + String(contentsOfFile: directory + "/cert.pem", encoding: .utf8)
     }
 
+    /// A port free on 127.0.0.1 now, for a listener started later. Taken below the kernel's
+    /// ephemeral range when possible: a port from that range can be handed to some other test's
+    /// outgoing connection before the listener binds it.
     static func freePort() throws -> Int {
+        for _ in 0..<50 {
+            let candidate = Int.random(in: 20000..<32000)
+            if let channel = try? ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(
+                host: "127.0.0.1", port: candidate
+            ).wait() {
+                try channel.close().wait()
+                return candidate
+            }
+        }
         let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0)
             .wait()
         let port = channel.localAddress!.port!
@@ -90,7 +102,8 @@ struct LocalTailscaledModeTests {
             for await _ in ready { break }
             group.addTask { try await LocalTailscaledRunner(configuration: configuration, logger: logger).run() }
             var discovery: [String: Any] = [:]
-            for _ in 0..<100 {
+            // Bounded, and generous: generating the signing keys takes a while on a busy machine.
+            for _ in 0..<600 {
                 if let response = try? await client.execute(
                     HTTPClientRequest(url: "https://127.0.0.1:\(port)/.well-known/openid-configuration"),
                     timeout: .seconds(2)),

@@ -1,0 +1,78 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+
+/// HTTP/1.1 under ``ListenerLimits``: a connection beyond the per-peer or total cap is closed as
+/// soon as it is accepted, and every admitted connection is watched by
+/// ``RequestDeadlineHandler`` for idleness and slow requests.
+///
+/// - Important: Admission is decided before any TLS handshake or parsing, so a flood costs one
+///   accept and one close per connection.
+public struct BoundedHTTPChannel: ServerChildChannel {
+    /// The connection as HTTP/1.1 serves it.
+    public typealias Value = HTTP1Channel.Value
+
+    /// Thrown from ``setup(channel:logger:)`` for a connection that was refused and closed.
+    struct Refused: Error {}
+
+    let base: HTTP1Channel
+    let counter: ConnectionCounter
+    let logger: Logger
+    let transportSecurity: (@Sendable (any Channel) throws -> Void)?
+
+    /// A channel answering with `responder`.
+    ///
+    /// - Parameter transportSecurity: adds the TLS handler to a new connection's pipeline
+    ///   (nil for plain HTTP); it runs after admission and before the HTTP handlers.
+    public init(
+        responder: @escaping HTTPChannelHandler.Responder, limits: ListenerLimits, counter: ConnectionCounter,
+        logger: Logger, transportSecurity: (@Sendable (any Channel) throws -> Void)? = nil
+    ) {
+        self.base = HTTP1Channel(
+            responder: responder,
+            configuration: .init(
+                additionalChannelHandlers: [RequestDeadlineHandler(limits: limits, logger: logger)], idleTimeout: nil))
+        self.counter = counter
+        self.logger = logger
+        self.transportSecurity = transportSecurity
+    }
+
+    /// Admits (or refuses and closes) the connection, then sets up TLS and HTTP/1.1.
+    public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        let peer = channel.remoteAddress?.ipAddress ?? "local"
+        switch counter.admit(peer) {
+        case .admitted:
+            break
+        case .refusedPeerLimit(let first):
+            self.logger.log(
+                level: first ? .warning : .debug, "refusing connections: this peer holds the most allowed",
+                metadata: ["peer": "\(peer)", "limit": "\(counter.maxPerPeer)"])
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(Refused())
+        case .refusedTotalLimit(let first):
+            self.logger.log(
+                level: first ? .warning : .debug, "refusing connections: the listener holds the most allowed",
+                metadata: ["peer": "\(peer)", "limit": "\(counter.maxTotal)"])
+            channel.close(promise: nil)
+            return channel.eventLoop.makeFailedFuture(Refused())
+        }
+        let counter = self.counter
+        channel.closeFuture.whenComplete { _ in counter.release(peer) }
+        let base = self.base
+        let transportSecurity = self.transportSecurity
+        return channel.eventLoop.makeCompletedFuture {
+            try transportSecurity?(channel)
+            try channel.pipeline.syncOperations.addHandler(RequestBytesProbe())
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }.flatMapErrorThrowing { error in
+            channel.close(promise: nil)
+            throw error
+        }
+    }
+
+    /// Serves the connection's requests.
+    public func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}

@@ -1,0 +1,20 @@
+import HummingbirdCore
+import Logging
+import NIOCore
+
+extension HTTPServerBuilder {
+    /// HTTP/1.1 with every connection bounded by `limits` and counted by `counter` (see
+    /// ``BoundedHTTPChannel``). Listeners that share `counter` share its caps.
+    ///
+    /// - Parameter transportSecurity: adds the TLS handler to each connection (nil: plain HTTP).
+    public static func bounded(
+        _ limits: ListenerLimits, counter: ConnectionCounter, logger: Logger,
+        transportSecurity: (@Sendable (any Channel) throws -> Void)? = nil
+    ) -> HTTPServerBuilder {
+        .init { responder in
+            BoundedHTTPChannel(
+                responder: responder, limits: limits, counter: counter, logger: logger,
+                transportSecurity: transportSecurity)
+        }
+    }
+}

@@ -1,0 +1,17 @@
+extension Provider {
+    /// The combined tsidp grants of `identity`.
+    ///
+    /// - Important: A grant that does not parse grants nothing: the request is refused with
+    ///   `403 access_denied` naming the bad field, never answered with a guess. The problem is
+    ///   logged once per node, not on every request.
+    public func policy(for identity: UserIdentity) throws(OAuthError) -> Grants {
+        do {
+            return Grants(try CapabilityRule.parse(identity.capabilityValues))
+        } catch let problem as CapabilityError {
+            malformedGrants.report(problem, for: identity, logger: logger)
+            throw OAuthError(.accessDenied, "the tsidp grant for this user is malformed: \(problem.message)")
+        } catch {
+            throw OAuthError(.accessDenied, "the tsidp grant for this user is malformed")
+        }
+    }
+}
