@@ -6,10 +6,15 @@ every one of them is closed in the end. A newline or escape sequence in a client
 request body must not forge a log line.
 
 Every wait is bounded; nothing is asserted about how long anything took.
+
+Environment (for a long run outside CI):
+  TSIDP_FLOOD_CONNECTIONS  idle connections in the flood (default 400; e.g. 5000)
+  TSIDP_FLOOD_FILE_LIMIT   tsidp's open-file limit during the flood (default 256; e.g. 1024)
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import selectors
 import socket
@@ -17,10 +22,12 @@ import time
 
 import requests
 
-FILE_LIMIT = 256  # tsidp's open-file limit, soft and hard: it cannot raise it
-FLOOD = 400  # idle connections from 127.0.0.1, more than the limit leaves room for
+# tsidp's open-file limit, soft and hard: it cannot raise it
+FILE_LIMIT = int(os.environ.get("TSIDP_FLOOD_FILE_LIMIT", "256"))
+# idle connections from 127.0.0.1, more than the limit leaves room for
+FLOOD = int(os.environ.get("TSIDP_FLOOD_CONNECTIONS", "400"))
 IDLE_TIMEOUT = "3s"
-CLOSE_WAIT = 20.0  # seconds to wait for the server to close every flood connection
+CLOSE_WAIT = 20.0 + FLOOD / 100  # seconds to wait for the server to close every flood connection
 LOG_WAIT = 10.0  # seconds to wait for a log line to reach tsidp's stderr
 
 
