@@ -341,11 +341,35 @@ extension Provider {
         let nextHash = GrantLedger.hash(next)
         let accessHash = GrantLedger.hash(minted.accessToken)
         let expiresAt = current.addingTimeInterval(configuration.refreshTokenLifetime)
-        let outcome = try await ledger.transact { tables -> Rotation in
-            guard let (id, family) = tables.family(forTokenHash: presentedHash), id == familyID else {
-                return .unknown
-            }
-            switch family.present(presentedHash, clientID: client.clientID, now: current) {
+        let outcome = try await settle(familyID, presented: presentedHash, client: client, now: current) {
+            tables, id, family in
+            var rotated = family
+            rotated.rotate(to: nextHash, grant: grant, expiresAt: expiresAt)
+            tables.setFamily(id, rotated)
+            tables.setAccess(accessHash, minted.record(familyID: id))
+        }
+        guard outcome == .rotated else { throw refusal(outcome, client: client) }
+        return minted.response
+    }
+
+    /// Ends a family whose presented token is retired (reuse) or expired, and throws the answer.
+    private func endFamily(_ familyID: String, presented: String, client: Client, now current: Date) async throws
+        -> Never
+    {
+        throw refusal(
+            try await settle(familyID, presented: presented, client: client, now: current, rotate: nil), client: client)
+    }
+
+    /// Decides, in one critical section, what presenting a refresh token means now: a reused or
+    /// expired token ends its family; a current one is rotated by `rotate` (or, without it,
+    /// counts as unknown).
+    private func settle(
+        _ familyID: String, presented: String, client: Client, now current: Date,
+        rotate: ((inout GrantTables, String, RefreshFamily) -> Void)?
+    ) async throws -> Rotation {
+        try await ledger.transact { tables -> Rotation in
+            guard let (id, family) = tables.family(forTokenHash: presented), id == familyID else { return .unknown }
+            switch family.present(presented, clientID: client.clientID, now: current) {
             case .otherClient: return .unknown
             case .reused:
                 tables.revokeFamily(id)
@@ -354,41 +378,19 @@ extension Provider {
                 tables.revokeFamily(id)
                 return .expired
             case .current:
-                var rotated = family
-                rotated.rotate(to: nextHash, grant: grant, expiresAt: expiresAt)
-                tables.setFamily(id, rotated)
-                tables.setAccess(accessHash, minted.record(familyID: id))
+                guard let rotate else { return .unknown }
+                rotate(&tables, id, family)
                 return .rotated
             }
         }
-        switch outcome {
-        case .rotated: return minted.response
-        case .unknown: throw OAuthError(.invalidGrant, "the refresh token is invalid")
-        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
-        case .reused: throw reuseError(client)
-        }
     }
 
-    /// Ends a family whose presented token is retired (reuse) or expired, and throws the answer.
-    private func endFamily(_ familyID: String, presented: String, client: Client, now current: Date) async throws
-        -> Never
-    {
-        let outcome = try await ledger.transact { tables -> Rotation in
-            guard let (id, family) = tables.family(forTokenHash: presented), id == familyID else { return .unknown }
-            switch family.present(presented, clientID: client.clientID, now: current) {
-            case .otherClient, .current: return .unknown
-            case .reused:
-                tables.revokeFamily(id)
-                return .reused
-            case .expired:
-                tables.revokeFamily(id)
-                return .expired
-            }
-        }
+    /// The error answering a refresh that did not rotate.
+    private func refusal(_ outcome: Rotation, client: Client) -> OAuthError {
         switch outcome {
-        case .reused: throw reuseError(client)
-        case .expired: throw OAuthError(.invalidGrant, "the refresh token has expired")
-        default: throw OAuthError(.invalidGrant, "the refresh token is invalid")
+        case .reused: return reuseError(client)
+        case .expired: return OAuthError(.invalidGrant, "the refresh token has expired")
+        case .unknown, .rotated: return OAuthError(.invalidGrant, "the refresh token is invalid")
         }
     }
 
