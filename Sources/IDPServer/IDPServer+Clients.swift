@@ -40,29 +40,6 @@ struct ClientView: Encodable {
     }
 }
 
-/// The RFC 7591 registration request members tsidp reads.
-struct RegistrationRequest: Decodable {
-    var redirectURIs: [String]?
-    var tokenEndpointAuthMethod: String?
-    var grantTypes: [String]?
-    var responseTypes: [String]?
-    var clientName: String?
-    var clientURI: String?
-    var logoURI: String?
-    var scope: String?
-    var contacts: [String]?
-    var applicationType: String?
-    var idTokenSignedResponseAlg: String?
-    var accessTokenFormat: String?
-
-    enum CodingKeys: String, CodingKey {
-        case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
-        case grantTypes = "grant_types", responseTypes = "response_types", clientName = "client_name"
-        case clientURI = "client_uri", logoURI = "logo_uri", scope, contacts, applicationType = "application_type"
-        case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
-    }
-}
-
 extension IDPServer {
     enum Right { case admin, registration }
 
@@ -223,35 +200,7 @@ extension IDPServer {
                 try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
                 try await requireRight(.registration, request: request, context: context, listener: listener)
                 let body = try await Self.readBody(&request, context: context)
-                let registration: RegistrationRequest
-                do {
-                    registration = try JSONDecoder().decode(
-                        RegistrationRequest.self, from: Data(body.readableBytesView))
-                } catch {
-                    throw OAuthError(
-                        .invalidClientMetadata, "the body is not a valid registration request (RFC 7591 JSON)")
-                }
-                guard let uris = registration.redirectURIs, !uris.isEmpty else {
-                    throw OAuthError(.invalidClientMetadata, "redirect_uris is required")
-                }
-                var asked = ClientRegistry.Registration(name: registration.clientName ?? "", redirectURIs: uris)
-                asked.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod ?? "client_secret_basic"
-                asked.grantTypes = registration.grantTypes ?? ["authorization_code", "refresh_token"]
-                asked.responseTypes = registration.responseTypes ?? ["code"]
-                asked.scope = registration.scope ?? ""
-                asked.clientURI = registration.clientURI ?? ""
-                asked.logoURI = registration.logoURI ?? ""
-                asked.contacts = registration.contacts ?? []
-                asked.applicationType = registration.applicationType ?? "web"
-                asked.idTokenSignedResponseAlg = registration.idTokenSignedResponseAlg ?? "RS256"
-                asked.accessTokenFormat = registration.accessTokenFormat ?? "opaque"
-                asked.dynamicallyRegistered = true
-                if let bad = asked.grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
-                    throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
-                }
-                if let bad = asked.responseTypes.first(where: { $0 != "code" }) {
-                    throw OAuthError(.invalidClientMetadata, "response type \(bad) is not supported")
-                }
+                let asked = try ClientRegistry.Registration(rfc7591JSON: Data(body.readableBytesView))
                 let created = try await clients.register(asked)
                 logger.info("client registered", metadata: ["client_id": "\(created.client.clientID)"])
                 var members: [(String, JSONValue)] = [

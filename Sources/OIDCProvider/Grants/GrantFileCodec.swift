@@ -145,11 +145,29 @@ enum GrantFileCodec {
         return try encoder.encode(file)
     }
 
+    /// The latest time a stored record may name: the end of the year 9999.
+    static let latestTimestamp: TimeInterval = 253_402_300_799
+
+    /// The highest sequence a file may hold; no store is written that often, and the next
+    /// journal entry must still have a number.
+    static let highestSequence = UInt64(Int64.max)
+
     /// Decodes one file; `key` names it in errors and supplies the sequence of format-1 journal
     /// entries.
+    ///
+    /// - Important: Times before 1970 or after ``latestTimestamp`` and sequences above
+    ///   ``highestSequence`` make the file damaged: tokens, introspection answers and the next
+    ///   journal entry turn them into integers, which must not overflow.
     static func decode(_ data: Data, key: String, source: String) throws -> File {
         let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .secondsSince1970
+        decoder.dateDecodingStrategy = .custom { value in
+            let seconds = try value.singleValueContainer().decode(Double.self)
+            guard (0...latestTimestamp).contains(seconds) else {
+                throw DecodingError.dataCorrupted(
+                    .init(codingPath: value.codingPath, debugDescription: "time \(seconds) is out of range"))
+            }
+            return Date(timeIntervalSince1970: seconds)
+        }
         var file: File
         do {
             file = try decoder.decode(File.self, from: data)
@@ -169,6 +187,9 @@ enum GrantFileCodec {
                 throw KeyFileError("\(key) in \(source) has no sequence number; the file is damaged")
             }
             file.sequence = journalSequence(key) ?? 0
+        }
+        guard let sequence = file.sequence, sequence <= highestSequence else {
+            throw KeyFileError("\(key) in \(source) holds sequence \(file.sequence ?? 0); the file is damaged")
         }
         file.version = version
         return file
