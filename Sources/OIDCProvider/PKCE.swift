@@ -46,14 +46,15 @@ public enum ConstantTime {
         equals(Array(a.utf8), Array(b.utf8))
     }
 
+    /// Whether `a` and `b` are equal, in time that depends on their lengths only.
     public static func equals(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        var difference = UInt8(truncatingIfNeeded: a.count ^ b.count)
+        var difference: UInt8 = 0
         let length = max(a.count, b.count)
         for i in 0..<length {
             let x = i < a.count ? a[i] : 0
             let y = i < b.count ? b[i] : 0
             difference |= x ^ y
         }
-        return difference == 0
+        return difference == 0 && a.count == b.count
     }
 }

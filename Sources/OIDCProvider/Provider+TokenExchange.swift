@@ -66,6 +66,10 @@ extension Provider {
             guard let entry = ledger.read({ $0.access[GrantLedger.hash(actorToken)] }), entry.expiresAt > current else {
                 throw OAuthError(.invalidRequest, "the actor token is invalid or expired")
             }
+            guard (entry.actor?.depth ?? 0) < ActorClaim.maximumDepth else {
+                throw OAuthError(
+                    .invalidRequest, "the actor chain is longer than \(ActorClaim.maximumDepth) delegations")
+            }
             actor = ActorClaim(
                 sub: IDToken.subject(entry.grant.identity), clientID: entry.grant.clientID,
                 act: entry.actor.map(ActorClaim.Box.init))

@@ -146,3 +146,15 @@ struct EncodingCrossCheckTests {
         #expect(hex.count == 32 && hex.allSatisfy(\.isHexDigit))
     }
 }
+
+@Suite("Constant-time comparison")
+struct ConstantTimeTests {
+    @Test("inputs of different lengths are never equal, whatever the difference")
+    func lengths() {
+        #expect(ConstantTime.equals("abc", "abc"))
+        #expect(!ConstantTime.equals("abc", "abd"))
+        #expect(!ConstantTime.equals([1, 2], [1, 2] + [UInt8](repeating: 0, count: 256)))
+        #expect(!ConstantTime.equals([], [UInt8](repeating: 0, count: 512)))
+        #expect(!ConstantTime.equals("", "\u{0}"))
+    }
+}

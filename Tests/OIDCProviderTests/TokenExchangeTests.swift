@@ -136,4 +136,32 @@ struct TokenExchangeTests {
                     ]
                 ).body)["error"] as? String == "invalid_request")
     }
+
+    @Test("an actor chain is bounded: the ninth nested delegation is refused")
+    func actorChainDepth() async throws {
+        let rig = try await rig()
+        var actor = try #require(
+            Fixtures.json(await exchange(rig, [("audience", "https://api.example.com")]).body)["access_token"]
+                as? String)
+        for _ in 0..<ActorClaim.maximumDepth {
+            let body = Fixtures.json(
+                await exchange(
+                    rig,
+                    [
+                        ("audience", "https://api.example.com"), ("actor_token", actor),
+                        ("actor_token_type", TokenType.accessToken),
+                    ]
+                ).body)
+            actor = try #require(body["access_token"] as? String, "\(body)")
+        }
+        let refused = Fixtures.json(
+            await exchange(
+                rig,
+                [
+                    ("audience", "https://api.example.com"), ("actor_token", actor),
+                    ("actor_token_type", TokenType.accessToken),
+                ]
+            ).body)
+        #expect(refused["error"] as? String == "invalid_request")
+    }
 }

@@ -20,6 +20,21 @@ public struct ActorClaim: Sendable, Codable, Equatable {
         case sub, clientID = "client_id", act
     }
 
+    /// How many actors an `act` claim may nest (RFC 8693 §4.1 sets no bound; without one, each
+    /// exchange that uses the previous exchanged token as its actor makes the record deeper).
+    public static let maximumDepth = 8
+
+    /// How many actors this claim names, itself included.
+    var depth: Int {
+        var depth = 1
+        var next = act
+        while let box = next {
+            depth += 1
+            next = box.value.act
+        }
+        return depth
+    }
+
     /// The claim as JSON (`{"sub": …, "client_id": …, "act": {…}}`).
     static func json(_ actor: ActorClaim) -> JSONValue {
         var members: [String: JSONValue] = ["sub": .string(actor.sub)]
