@@ -38,7 +38,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         let url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
         if let mode = try Self.openOrCreate(url.path), mode & 0o077 != 0 {
             logger?.warning(
-                "state directory \(url.path) has mode \(Self.octal(mode)): other users may enter it; run chmod 700 \(url.path) (tsidp does not change the mode of a directory it did not create)"
+                "state directory \(url.path) has mode \(Self.octal(mode)), which gives other users access to it; run chmod 700 \(url.path) (tsidp does not change the mode of a directory it did not create)"
             )
         }
         guard access(url.path, W_OK | R_OK | X_OK) == 0 else {

@@ -71,7 +71,6 @@ struct LocalTailscaledRunner {
         // TLS context, whose certificate follows tailscaled's renewals.
         let counter = ConnectionCounter(limits: configuration.listenerLimits)
         let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
-        let logger = self.logger
         let allRunning = AllRunning(count: status.tailscaleIPs.count + (configuration.localPort == nil ? 0 : 1)) {
             logger.info(
                 "tsidp is serving",
