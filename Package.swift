@@ -136,6 +136,7 @@ let package = Package(
             name: "StateStoreTests",
             dependencies: [
                 "StateStore", "StateStoreTesting",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 
 #if canImport(Glibc)
     import Glibc
@@ -13,7 +14,8 @@ import Foundation
 ///
 /// - Important: Every file is written to a temporary file in the same directory, flushed with
 ///   `fsync`, renamed over the old one and the directory is flushed, so a crash leaves either the
-///   old or the new content, never a torn file. Files are created 0600 and the directory 0700.
+///   old or the new content, never a torn file. Files are created 0600, and a directory tsidp creates
+///   0700; an existing directory's mode is never changed.
 public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     /// The directory holding the files.
     public let directory: URL
@@ -21,25 +23,23 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     // files thanks to rename.
     private let queue = DispatchQueue(label: "tsidp.state.directory")
 
-    /// Opens (creating if needed) the directory at `path` and restricts it to the owner.
-    public init(path: String) throws {
-        let url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
-        var isDirectory: ObjCBool = false
-        if FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) {
-            guard isDirectory.boolValue else {
-                throw StateStoreError(.configuration, "state directory \(url.path) exists and is not a directory")
-            }
-        } else {
-            do {
-                try FileManager.default.createDirectory(
-                    at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-            } catch {
-                throw StateStoreError(
-                    .configuration, "cannot create state directory \(url.path): \(Self.reason(error))")
-            }
+    /// Opens the directory at `path`, creating it (and any missing parent) with mode 0700 if it
+    /// does not exist.
+    ///
+    /// An existing directory's mode is left as the operator set it; when other users may enter
+    /// or read it, a warning naming the path and its mode goes to `logger`.
+    ///
+    /// - Throws: ``StateStoreError/Kind/configuration`` with a one-line reason naming the path
+    ///   (an empty path, a path through a regular file, no permission).
+    public init(path: String, logger: Logger? = nil) throws {
+        guard !path.isEmpty else {
+            throw StateStoreError(.configuration, "the state directory path is empty")
         }
-        if chmod(url.path, 0o700) != 0 {
-            throw StateStoreError(.configuration, "cannot restrict state directory \(url.path): \(Self.errnoText())")
+        let url = URL(fileURLWithPath: path, isDirectory: true).standardizedFileURL
+        if let mode = try Self.openOrCreate(url.path), mode & 0o077 != 0 {
+            logger?.warning(
+                "state directory \(url.path) has mode \(Self.octal(mode)), which gives other users access to it; run chmod 700 \(url.path) (tsidp does not change the mode of a directory it did not create)"
+            )
         }
         guard access(url.path, W_OK | R_OK | X_OK) == 0 else {
             throw StateStoreError(.configuration, "state directory \(url.path) is not writable: \(Self.errnoText())")
@@ -48,16 +48,72 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         self.directory = url
     }
 
+    /// The permission bits of the existing directory at `path`, or nil after creating it (0700)
+    /// together with every missing parent (0700 too).
+    private static func openOrCreate(_ path: String) throws -> mode_t? {
+        var info = stat()
+        if stat(path, &info) == 0 {
+            guard info.st_mode & mode_t(S_IFMT) == mode_t(S_IFDIR) else {
+                throw StateStoreError(.configuration, "state directory \(path) exists and is not a directory")
+            }
+            return info.st_mode & 0o7777
+        }
+        let code = errno
+        guard code == ENOENT || code == ENOTDIR else {
+            throw StateStoreError(.configuration, "cannot use state directory \(path): \(describe(code))")
+        }
+        // Walk down from the root: the first component that is missing is created, and one that
+        // is a file is named, which `mkdir -p`'s "Not a directory" would not do.
+        var prefix = ""
+        for component in path.split(separator: "/") {
+            let parent = prefix.isEmpty ? "/" : prefix
+            prefix += "/" + component
+            if stat(prefix, &info) == 0 {
+                guard info.st_mode & mode_t(S_IFMT) == mode_t(S_IFDIR) else {
+                    throw StateStoreError(
+                        .configuration, "cannot create state directory \(path): \(prefix) is not a directory")
+                }
+                continue
+            }
+            guard errno == ENOENT else {
+                throw StateStoreError(
+                    .configuration, "cannot create state directory \(path): \(prefix): \(describe(errno))")
+            }
+            if mkdir(prefix, 0o700) != 0 && errno != EEXIST {
+                let reason = errno == EACCES ? "permission denied in \(parent)" : "\(prefix): \(describe(errno))"
+                throw StateStoreError(.configuration, "cannot create state directory \(path): \(reason)")
+            }
+        }
+        return nil
+    }
+
+    /// `0755`-style text of a mode's permission bits.
+    static func octal(_ mode: mode_t) -> String {
+        let digits = String(mode & 0o7777, radix: 8)
+        return String(repeating: "0", count: max(0, 4 - digits.count)) + digits
+    }
+
     public var description: String { "dir:\(directory.path)" }
 
     public func read(_ key: String) async throws -> Data? {
         try StateKey.validate(key)
         let path = directory.appendingPathComponent(key).path
-        guard FileManager.default.fileExists(atPath: path) else { return nil }
-        do {
-            return try Data(contentsOf: URL(fileURLWithPath: path))
-        } catch {
-            throw StateStoreError(.io, "cannot read \(path): \(Self.reason(error))")
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return nil }
+            throw StateStoreError(.io, "cannot read \(path): \(Self.errnoText())")
+        }
+        defer { close(fd) }
+        var data = Data()
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { systemRead(fd, $0.baseAddress!, $0.count) }
+            if count == 0 { return data }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw StateStoreError(.io, "cannot read \(path): \(Self.errnoText())")
+            }
+            data.append(contentsOf: buffer[0..<count])
         }
     }
 
@@ -93,9 +149,9 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     public func keys() async throws -> [String] {
         let names: [String]
         do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            names = try Self.names(in: directory.path)
         } catch {
-            throw StateStoreError(.io, "cannot list \(directory.path): \(Self.reason(error))")
+            throw StateStoreError(.io, "cannot list \(directory.path): \(Self.describe(error.code))")
         }
         return names.filter { StateKey.isValid($0) && !$0.contains(".tmp-") }.filter {
             var isDir: ObjCBool = false
@@ -108,13 +164,14 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     /// Removes temporary files a write interrupted by a crash left behind (`.<key>.tmp-<n>`);
     /// they were never renamed into place, so they hold nothing anyone acknowledged.
     private static func removeLeftovers(in directory: URL) throws {
-        let names: [String]
+        let entries: [String]
         do {
-            names = try FileManager.default.contentsOfDirectory(atPath: directory.path)
+            entries = try names(in: directory.path)
         } catch {
-            throw StateStoreError(.configuration, "cannot list state directory \(directory.path): \(reason(error))")
+            throw StateStoreError(
+                .configuration, "cannot list state directory \(directory.path): \(describe(error.code))")
         }
-        for name in names where name.hasPrefix(".") && name.contains(".tmp-") {
+        for name in entries where name.hasPrefix(".") && name.contains(".tmp-") {
             let path = directory.appendingPathComponent(name).path
             if unlink(path) != 0 && errno != ENOENT {
                 throw StateStoreError(
@@ -172,11 +229,48 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         }
     }
 
-    private static func errnoText() -> String { String(cString: strerror(errno)) }
+    private static func errnoText() -> String { describe(errno) }
 
-    private static func reason(_ error: any Error) -> String {
-        (error as NSError).localizedDescription
+    /// The system's text for `code`, starting lowercase to read well after a colon
+    /// ("not a directory", "permission denied").
+    static func describe(_ code: Int32) -> String {
+        let text = String(cString: strerror(code))
+        return text.prefix(1).lowercased() + text.dropFirst()
     }
+
+    /// The names in the directory at `path`, without `.` and `..`.
+    private static func names(in path: String) throws(SystemError) -> [String] {
+        guard let stream = opendir(path) else { throw SystemError(code: errno) }
+        defer { closedir(stream) }
+        var names: [String] = []
+        while true {
+            errno = 0
+            guard let entry = readdir(stream) else {
+                if errno != 0 { throw SystemError(code: errno) }
+                return names
+            }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { bytes in
+                String(decoding: bytes.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+    }
+
+    /// An `errno` value.
+    private struct SystemError: Error {
+        var code: Int32
+    }
+}
+
+@inline(__always)
+private func systemRead(_ fd: Int32, _ buf: UnsafeMutableRawPointer, _ count: Int) -> Int {
+    #if canImport(Darwin)
+        return Darwin.read(fd, buf, count)
+    #elseif canImport(Musl)
+        return Musl.read(fd, buf, count)
+    #else
+        return Glibc.read(fd, buf, count)
+    #endif
 }
 
 @inline(__always)

@@ -1,3 +1,4 @@
+import Hummingbird
 import HummingbirdCore
 import IDPServer
 import Logging
@@ -23,6 +24,35 @@ extension Configuration {
         return .bounded(
             listenerLimits, counter: counter ?? ConnectionCounter(limits: listenerLimits), logger: logger,
             transportSecurity: transportSecurity)
+    }
+
+    /// A listener on `host:port` serving `router`, bounded like ``boundedServer(logger:counter:tls:)``,
+    /// whose failure to open its socket names the address (see ``ListenerService``).
+    ///
+    /// - Parameters:
+    ///   - portFlag: the flag that chose the port, for the advice when it is taken.
+    ///   - beforeStart: runs before the socket is opened (the `--dev` listener waits for the
+    ///     simulated tailnet).
+    ///   - onRunning: runs once the socket accepts connections.
+    func listener(
+        _ router: Router<IDPRequestContext>, host: String, port: Int, portFlag: String, logger: Logger,
+        counter: ConnectionCounter? = nil, tls: NIOSSLContext? = nil,
+        beforeStart: (@Sendable () async throws -> Void)? = nil,
+        onRunning: @escaping @Sendable () async -> Void = {}
+    ) -> ListenerService {
+        let started = StartFlag()
+        var application = Application(
+            router: router,
+            server: boundedServer(logger: logger, counter: counter, tls: tls),
+            configuration: .init(address: .hostname(host, port: port), serverName: nil),
+            onServerRunning: { _ in
+                started.set()
+                await onRunning()
+            },
+            logger: logger)
+        if let beforeStart { application.beforeServerStarts(perform: beforeStart) }
+        return ListenerService(
+            host: host, port: port, portFlag: portFlag, started: started, application: application)
     }
 
     /// How many connection counters the listeners use: one for the tailnet side (or the `--dev`

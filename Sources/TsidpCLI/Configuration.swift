@@ -126,6 +126,14 @@ public struct Configuration: Sendable, Equatable {
                 command.maxConnections, flag: "max-connections", variable: "TSIDP_MAX_CONNECTIONS",
                 default: defaults.maxConnections))
 
+        // An empty path would put the signing key and clients in the working directory.
+        if command.dir == "" {
+            throw UsageError("--dir is empty: name the state directory, e.g. --dir /var/lib/tsidp")
+        }
+        if command.dir == nil, environment["TS_STATE_DIR"] == "" {
+            throw UsageError("TS_STATE_DIR is set but empty: set it to the state directory, or unset it")
+        }
+
         let socket = command.socket ?? defaultSocket
         guard !socket.isEmpty else { throw UsageError("--socket must not be empty") }
 

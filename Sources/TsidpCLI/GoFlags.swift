@@ -38,7 +38,8 @@ public enum GoFlags {
             let name = String(arg[arg.index(arg.startIndex, offsetBy: 2)..<equals])
             let value = String(arg[arg.index(after: equals)...])
             guard booleanFlags.contains(name) else {
-                result.append(arg)
+                // Go reads `-dir=` as an empty value; the parser would call the value missing.
+                result += value.isEmpty ? ["--\(name)", ""] : [arg]
                 continue
             }
             guard let flag = parseBool(value) else {

@@ -20,11 +20,12 @@ struct LocalTailscaledRunner {
     func run() async throws {
         let localAPI = LocalAPIClient(
             socketPath: configuration.socketPath, logger: Runner.tailnetLogger(configuration, logger))
+        try Self.checkSocket(localAPI)
         let status: Status
         do {
             status = try await localAPI.status()
         } catch {
-            throw UsageError("cannot ask tailscaled at \(configuration.socketPath) for its status: \(error)")
+            throw UsageError("cannot get tailscaled's status at \(configuration.socketPath): \(error)")
         }
         guard status.backendState == "Running" else {
             throw UsageError(
@@ -47,7 +48,7 @@ struct LocalTailscaledRunner {
             throw UsageError(
                 "--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
         }
-        let store = try Runner.openStore(stateDirectory)
+        let store = try Runner.openStore(stateDirectory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
         let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
         let caller = CallerIdentity(
@@ -70,22 +71,47 @@ struct LocalTailscaledRunner {
         // TLS context, whose certificate follows tailscaled's renewals.
         let counter = ConnectionCounter(limits: configuration.listenerLimits)
         let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
+        let allRunning = AllRunning(count: status.tailscaleIPs.count + (configuration.localPort == nil ? 0 : 1)) {
+            logger.info(
+                "tsidp is serving",
+                metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
+        }
         for address in status.tailscaleIPs {
             services.append(
-                Application(
-                    router: server.router(for: .tailnet),
-                    server: configuration.boundedServer(logger: logger, counter: counter, tls: tls),
-                    configuration: .init(address: .hostname(address, port: configuration.port), serverName: nil),
-                    logger: logger))
+                configuration.listener(
+                    server.router(for: .tailnet), host: address, port: configuration.port, portFlag: "--port",
+                    logger: logger, counter: counter, tls: tls, onRunning: { allRunning.arrive() }))
         }
-        services += Runner.commonServices(server: server, configuration: configuration, logger: logger)
+        services += Runner.commonServices(
+            server: server, configuration: configuration, logger: logger, allRunning: allRunning)
         services.append(CertificateRefreshService(source: certificates, logger: logger))
-        logger.info(
-            "tsidp is serving",
-            metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await Runner.serviceGroup(services, logger: logger).run()
+    }
+}
+
+extension LocalTailscaledRunner {
+    /// Fails at once, in one line naming the socket, when nothing accepts connections on it.
+    static func checkSocket(_ localAPI: LocalAPIClient) throws(UsageError) {
+        let path = localAPI.socketPath
+        do {
+            try localAPI.probeSocket()
+        } catch .missing {
+            throw UsageError(
+                "tailscaled's socket \(path) does not exist: start tailscaled, or pass --socket with the path of its socket"
+            )
+        } catch .refused {
+            throw UsageError(
+                "nothing accepts connections on tailscaled's socket \(path): start tailscaled, or pass --socket with the path of its socket"
+            )
+        } catch .permissionDenied {
+            throw UsageError(
+                "permission denied on tailscaled's socket \(path): run tsidp as root or as a user who may use the socket"
+            )
+        } catch {
+            throw UsageError(
+                "cannot connect to tailscaled's socket \(path): \(error); start tailscaled, or pass --socket with the path of its socket"
+            )
+        }
     }
 }
 

@@ -26,9 +26,9 @@ struct Runner {
     }
 
     /// Opens the state directory, printing a one-line reason when it cannot be used.
-    static func openStore(_ path: String) throws -> DirectoryStateStore {
+    static func openStore(_ path: String, logger: Logger) throws -> DirectoryStateStore {
         do {
-            return try DirectoryStateStore(path: path)
+            return try DirectoryStateStore(path: path, logger: logger)
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
@@ -87,7 +87,7 @@ struct Runner {
             identities = DevIdentities.builtIn
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
-        let store = try Self.openStore(stateDirectory)
+        let store = try Self.openStore(stateDirectory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
 
         // The simulated tailnet's socket lives in a private directory of its own.
@@ -131,24 +131,35 @@ struct Runner {
         let port = configuration.port
         let banner = Self.devBanner(
             issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort)
-        let tailnetApp = Application(
-            router: server.router(for: .tailnet),
-            server: configuration.boundedServer(logger: logger),
-            configuration: .init(address: .hostname("127.0.0.1", port: port), serverName: nil),
-            onServerRunning: { _ in
-                FileHandle.standardError.write(Data(banner.utf8))
-            },
-            logger: logger)
-        var app = tailnetApp
-        app.beforeServerStarts { await simulatedReady.wait() }
-        services.append(app)
-        services += Runner.commonServices(server: server, configuration: configuration, logger: logger)
+        // The banner comes once every listener is open, the `--local-port` one included.
+        let allRunning = AllRunning(count: configuration.localPort == nil ? 1 : 2) {
+            FileHandle.standardError.write(Data(banner.utf8))
+        }
+        services.append(
+            configuration.listener(
+                server.router(for: .tailnet), host: "127.0.0.1", port: port, portFlag: "--port", logger: logger,
+                beforeStart: { await simulatedReady.wait() },
+                onRunning: { allRunning.arrive() }))
+        services += Runner.commonServices(
+            server: server, configuration: configuration, logger: logger, allRunning: allRunning)
         if let path = configuration.devIdentitiesPath {
             services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
         }
-        let group = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await Self.serviceGroup(services, logger: logger).run()
+    }
+
+    /// The group that runs every service until SIGTERM or SIGINT. A listener that cannot open its
+    /// socket shuts the others down gracefully (cancelling them would log each one's
+    /// cancellation as an error next to the one line that says what went wrong).
+    static func serviceGroup(_ services: [any Service], logger: Logger) -> ServiceGroup {
+        let configurations = services.map { service in
+            ServiceGroupConfiguration.ServiceConfiguration(
+                service: service,
+                failureTerminationBehavior: service is ListenerService ? .gracefullyShutdownGroup : .cancelGroup)
+        }
+        return ServiceGroup(
+            configuration: .init(
+                services: configurations, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
     }
 
     /// `--debug-tailscaled`: the tailnet layer's calls logged at debug level, whatever `--log` says.
@@ -161,16 +172,16 @@ struct Runner {
     }
 
     /// What every mode runs besides its tailnet listeners: the `--local-port` listener (the
-    /// operator's door) and the once-a-minute sweep.
-    static func commonServices(server: IDPServer, configuration: Configuration, logger: Logger) -> [any Service] {
+    /// operator's door), which reports to `allRunning` once open, and the once-a-minute sweep.
+    static func commonServices(
+        server: IDPServer, configuration: Configuration, logger: Logger, allRunning: AllRunning
+    ) -> [any Service] {
         var services: [any Service] = []
         if let localPort = configuration.localPort {
             services.append(
-                Application(
-                    router: server.router(for: .local),
-                    server: configuration.boundedServer(logger: logger),
-                    configuration: .init(address: .hostname("127.0.0.1", port: localPort), serverName: nil),
-                    logger: logger))
+                configuration.listener(
+                    server.router(for: .local), host: "127.0.0.1", port: localPort, portFlag: "--local-port",
+                    logger: logger, onRunning: { allRunning.arrive() }))
         }
         services.append(SweepService(provider: server.provider, logger: logger))
         return services

@@ -28,11 +28,15 @@ public struct TsidpCommand: ParsableCommand {
         help: "Verbose logging (same as --log debug). (default: false)")
     public var verbose: Bool?
 
-    @Option(name: .customLong("port"), help: "Port to serve on. Env: TSIDP_PORT. (default: 443; 8080 with --dev)")
+    // Numeric options (ports, caps, durations) take the next argument whatever it looks like, as
+    // Go's flag package does for every flag with a value: `-local-port -1` is a value, not a flag.
+    @Option(
+        name: .customLong("port"), parsing: .unconditional,
+        help: "Port to serve on. Env: TSIDP_PORT. (default: 443; 8080 with --dev)")
     public var port: Int?
 
     @Option(
-        name: .customLong("local-port"),
+        name: .customLong("local-port"), parsing: .unconditional,
         help:
             "Also serve plain HTTP on localhost:<port>, with operator rights; -1 turns it off. Env: TSIDP_LOCAL_PORT. (default: -1)"
     )
@@ -111,35 +115,35 @@ public struct TsidpCommand: ParsableCommand {
     public var devIdentities: String?
 
     @Option(
-        name: .customLong("idle-timeout"),
+        name: .customLong("idle-timeout"), parsing: .unconditional,
         help:
             "Close a connection with no request in progress after this long (Go duration: 30s, 2m). Env: TSIDP_IDLE_TIMEOUT. (default: 30s)"
     )
     public var idleTimeout: String?
 
     @Option(
-        name: .customLong("read-header-timeout"),
+        name: .customLong("read-header-timeout"), parsing: .unconditional,
         help:
             "A request's headers must arrive within this long of its first byte, or 408. Env: TSIDP_READ_HEADER_TIMEOUT. (default: 10s)"
     )
     public var readHeaderTimeout: String?
 
     @Option(
-        name: .customLong("read-body-timeout"),
+        name: .customLong("read-body-timeout"), parsing: .unconditional,
         help:
             "A request's body must arrive within this long of its headers, or 408. Env: TSIDP_READ_BODY_TIMEOUT. (default: 10s)"
     )
     public var readBodyTimeout: String?
 
     @Option(
-        name: .customLong("max-connections-per-peer"),
+        name: .customLong("max-connections-per-peer"), parsing: .unconditional,
         help:
             "Open connections one peer address may hold per listener; more are closed at once. Env: TSIDP_MAX_CONNECTIONS_PER_PEER. (default: 64)"
     )
     public var maxConnectionsPerPeer: Int?
 
     @Option(
-        name: .customLong("max-connections"),
+        name: .customLong("max-connections"), parsing: .unconditional,
         help:
             "Open connections in total, per listener group (tailnet, local); more are closed at once. Lowered to fit the open-file limit. Env: TSIDP_MAX_CONNECTIONS. (default: 4096)"
     )

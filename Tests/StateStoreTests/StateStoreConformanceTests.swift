@@ -94,15 +94,22 @@ struct DirectoryStateStoreTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: path) == ["oidc-key.json"])
     }
 
-    @Test("an existing directory is tightened to 0700 and its files are read")
+    @Test("an existing directory keeps its mode, a warning names it, and its files are read")
     func existing() async throws {
         let path = TemporaryDirectory.make()
         try FileManager.default.createDirectory(
             atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         try Data("{}".utf8).write(to: URL(fileURLWithPath: path + "/oidc-funnel-clients.json"))
-        let store = try DirectoryStateStore(path: path)
+        let warnings = LogCapture()
+        let store = try DirectoryStateStore(path: path, logger: warnings.logger)
         #expect(try await store.read("oidc-funnel-clients.json") == Data("{}".utf8))
-        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o700)
+        #expect(try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? Int == 0o755)
+        let lines = warnings.lines
+        let shown = URL(fileURLWithPath: path).standardizedFileURL.path
+        #expect(lines.count == 1)
+        #expect(lines.first?.hasPrefix("warning ") == true)
+        #expect(lines.first?.contains("\(shown) has mode 0755") == true, "\(lines)")
+        #expect(lines.first?.contains("chmod 700 \(shown)") == true, "\(lines)")
     }
 
     @Test("a path that is a file is a configuration error")

@@ -100,6 +100,66 @@ struct CommandLineTests {
         #expect(output.hasPrefix("tsidp: "))
     }
 
+    @Test(
+        "a negative number is the value of an integer flag in every Go spelling",
+        arguments: ["port", "local-port", "max-connections-per-peer", "max-connections"])
+    func negativeIntegers(_ flag: String) {
+        for spelling in [["-\(flag)", "-1"], ["--\(flag)", "-1"], ["-\(flag)=-1"], ["--\(flag)=-1"]] {
+            // Flags after the value are still flags.
+            let outcome = TsidpMain.parse(arguments: ["--dev"] + spelling + ["-log", "warn"], environment: [:])
+            if flag == "local-port" {
+                guard case .run(let configuration) = outcome else {
+                    Issue.record("\(spelling): \(outcome)")
+                    continue
+                }
+                #expect(configuration.localPort == nil)
+                #expect(configuration.logLevel == .warning)
+            } else {
+                // The value reaches the range check, which names the flag and the value.
+                guard case .exit(2, let output, true) = outcome else {
+                    Issue.record("\(spelling): \(outcome)")
+                    continue
+                }
+                #expect(output.hasPrefix("tsidp: --\(flag) -1 is out of range"), "\(spelling): \(output)")
+            }
+        }
+    }
+
+    @Test("Go's -flag -1 spellings, and a negative duration reaching its range check")
+    func negativeSpellings() throws {
+        let config = try configuration(["-local-port", "-1", "-port", "9000", "--dev"], [:])
+        #expect(config.localPort == nil)
+        #expect(config.port == 9000)
+        #expect(try configuration(["--dev", "--local-port", "-1"], ["TSIDP_LOCAL_PORT": "9090"]).localPort == nil)
+        let (status, output) = failure(["--dev", "-idle-timeout", "-5s"], [:])
+        #expect(status == 2)
+        #expect(output == "tsidp: --idle-timeout -5s is out of range: use more than 0s and at most 24h")
+        // A stray negative number is still not a flag, and a flag still needs its value.
+        #expect(failure(["--dev", "-1"], [:]).0 == 2)
+        #expect(failure(["--dev", "--port"], [:]).0 == 2)
+    }
+
+    @Test(
+        "an empty --dir is refused instead of meaning the working directory",
+        arguments: [["--dir", ""], ["--dir="], ["-dir", ""], ["-dir="]])
+    func emptyDirectory(_ spelling: [String]) {
+        for mode in [["--dev"], ["--use-local-tailscaled"]] {
+            let (status, output) = failure(mode + spelling)
+            #expect(status == 2)
+            #expect(output == "tsidp: --dir is empty: name the state directory, e.g. --dir /var/lib/tsidp")
+        }
+    }
+
+    @Test("an empty TS_STATE_DIR given explicitly is refused; --dir wins over it")
+    func emptyStateDirVariable() throws {
+        let (status, output) = failure(["--dev"], ["TS_STATE_DIR": ""])
+        #expect(status == 2)
+        #expect(output == "tsidp: TS_STATE_DIR is set but empty: set it to the state directory, or unset it")
+        #expect(
+            try configuration(["--dev", "--dir", "/srv/tsidp"], ["TS_STATE_DIR": ""]).stateDirectory == "/srv/tsidp")
+        #expect(try configuration(["--dev"], [:]).stateDirectory == nil)
+    }
+
     @Test("bad environment values exit 2")
     func badEnvironment() {
         #expect(failure([], ["TAILSCALE_USE_WIP_CODE": "1", "TSIDP_PORT": "eighty"]).0 == 2)
