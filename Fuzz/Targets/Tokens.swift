@@ -24,8 +24,14 @@ struct Tokens: Sendable {
         func authorize(_ pairs: [(String, String)], as identity: UserIdentity, legacy: Int64? = nil) async throws
             -> String
         {
-            let result = await provider.authorize(OAuthParameters(pairs), legacyNodeID: legacy) {
+            var result = await provider.authorize(OAuthParameters(pairs), legacyNodeID: legacy) {
                 () async throws(IdentityFailure) -> UserIdentity in identity
+            }
+            // A dynamically registered client asks for consent first: the person agrees.
+            if case .consent(let prompt) = result {
+                result = await provider.decideConsent(
+                    requestID: prompt.requestID, csrfToken: prompt.csrfToken, decision: .allow
+                ) { () async throws(IdentityFailure) -> UserIdentity in identity }
             }
             guard case .redirect(let location) = result,
                 let code = URLComponents(string: location)?.queryItems?.first(where: { $0.name == "code" })?.value
