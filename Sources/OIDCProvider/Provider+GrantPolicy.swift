@@ -6,7 +6,7 @@ extension Provider {
     ///   logged once per node, not on every request.
     public func policy(for identity: UserIdentity) throws(OAuthError) -> Grants {
         do {
-            return Grants(try CapabilityRule.parse(identity.capabilityValues))
+            return Grants(try identity.rules())
         } catch let problem as CapabilityError {
             malformedGrants.report(problem, for: identity, logger: logger)
             throw OAuthError(.accessDenied, "the tsidp grant for this user is malformed: \(problem.message)")

@@ -61,11 +61,4 @@ public final class WriteTicket: Sendable {
         }
     }
 
-    /// Whether an outcome has been reported.
-    public var isResolved: Bool {
-        phase.withLock {
-            if case .done = $0 { return true }
-            return false
-        }
-    }
 }
