@@ -13,7 +13,7 @@ public struct LocalAPIClient: Sendable {
     public let socketPath: String
     /// How long one call may take before it fails.
     public var timeout: TimeAmount
-    private let httpClient: HTTPClient
+    let httpClient: HTTPClient
 
     /// The capability version sent as `Tailscale-Cap`, informational only.
     static let capabilityVersion = "145"

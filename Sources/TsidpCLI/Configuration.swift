@@ -1,3 +1,4 @@
+import Foundation
 import IDPServer
 import Logging
 
@@ -28,6 +29,16 @@ public struct Configuration: Sendable, Equatable {
     public var devIdentitiesPath: String?
     /// Idle and read timeouts and connection caps of every listener.
     public var listenerLimits: ListenerLimits
+    /// Embedded mode: the `tailscaled` to run (`--tailscaled`, `TSIDP_TAILSCALED`); nil finds it on `PATH`.
+    public var tailscaledPath: String? = nil
+    /// Embedded mode: the auth key (`TS_AUTHKEY`, `TS_AUTH_KEY`, or `TS_AUTHKEY_FILE`'s content).
+    public var authKey: String? = nil
+    /// Embedded mode: `TS_ADVERTISE_TAGS` (comma-separated `tag:` names).
+    public var advertiseTags: [String]? = nil
+    /// Embedded mode: `TSNET_FORCE_LOGIN=1`.
+    public var forceLogin: Bool = false
+    /// Embedded mode: `TS_TAILSCALED_EXTRA_ARGS`, added to tailscaled's command line.
+    public var tailscaledExtraArguments: [String] = []
     /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
     /// into its bucket files (`nil`: the default, 1,024).
     public var grantJournalEntries: Int? = nil
@@ -173,18 +184,87 @@ public struct Configuration: Sendable, Equatable {
             devIdentitiesPath: command.devIdentities,
             listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
+        if resolved.mode == .embedded {
+            try resolved.resolveEmbedded(command, environment: environment)
+        }
         return resolved
     }
 
     /// Features that are parsed but not built yet, as a one-line refusal.
     public var unsupportedFeature: String? {
-        if mode == .embedded {
-            return
-                "the embedded node (the default mode) is not yet supported: use --use-local-tailscaled with the host's tailscaled, or --dev"
-        }
         if funnel { return "--funnel is not yet supported" }
-        if let state, state.hasPrefix("kube:") { return "--state=kube:<secret> is not yet supported" }
-        if state != nil { return "--state is not yet supported; use --dir" }
+        if state != nil, mode != .embedded {
+            return "--state names the embedded node's state; it has no effect with --use-local-tailscaled or --dev"
+        }
         return nil
+    }
+
+    /// The embedded node's settings: tailscaled, auth key, tags, forced login.
+    mutating func resolveEmbedded(_ command: TsidpCommand, environment: [String: String]) throws {
+        func value(_ name: String) -> String? {
+            guard let text = environment[name], !text.isEmpty else { return nil }
+            return text
+        }
+        if let path = command.tailscaled ?? value("TSIDP_TAILSCALED") {
+            guard !path.isEmpty else { throw UsageError("--tailscaled is empty: name the tailscaled program") }
+            tailscaledPath = path
+        }
+        let first = value("TS_AUTHKEY")
+        let second = value("TS_AUTH_KEY")
+        if let first, let second, first != second {
+            throw UsageError("TS_AUTHKEY and TS_AUTH_KEY are both set, to different keys: set only one")
+        }
+        var key = (first ?? second)?.trimmingCharacters(in: .whitespacesAndNewlines)
+        if let file = value("TS_AUTHKEY_FILE") {
+            if key != nil {
+                throw UsageError("TS_AUTHKEY_FILE and TS_AUTHKEY (or TS_AUTH_KEY) are both set: set only one")
+            }
+            let data: Data
+            do {
+                data = try Data(contentsOf: URL(fileURLWithPath: file))
+            } catch {
+                throw UsageError("cannot read TS_AUTHKEY_FILE \(file): \(Self.reason(error))")
+            }
+            let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !text.isEmpty else { throw UsageError("TS_AUTHKEY_FILE \(file) is empty: put the auth key in it") }
+            key = text
+        }
+        if let key {
+            guard !key.isEmpty, !key.contains(where: { $0.isWhitespace || $0.isNewline }) else {
+                throw UsageError("the auth key contains spaces or line breaks: check TS_AUTHKEY / TS_AUTHKEY_FILE")
+            }
+        }
+        authKey = key
+        if let text = value("TS_ADVERTISE_TAGS") {
+            let tags = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for tag in tags where !tag.hasPrefix("tag:") || tag.count < 5 {
+                throw UsageError("TS_ADVERTISE_TAGS: \"\(tag)\" is not a tag; tags look like tag:idp")
+            }
+            advertiseTags = tags
+        }
+        if let text = value("TSNET_FORCE_LOGIN") {
+            guard let flag = GoFlags.parseBool(text) else {
+                throw UsageError("invalid boolean value \"\(text)\" in TSNET_FORCE_LOGIN: use 1 or 0")
+            }
+            forceLogin = flag
+        }
+        if let text = value("TS_TAILSCALED_EXTRA_ARGS") {
+            tailscaledExtraArguments = text.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
+        }
+        if let state, state.isEmpty {
+            throw UsageError("--state is empty: name a state file or kube:<secret>, or leave it out")
+        }
+    }
+
+    static func reason(_ error: any Error) -> String {
+        let nsError = error as NSError
+        if let underlying = nsError.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain
+        {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        if nsError.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(nsError.code))) }
+        if nsError.code == NSFileReadNoSuchFileError { return "no such file" }
+        if nsError.code == NSFileReadNoPermissionError { return "permission denied" }
+        return nsError.localizedDescription
     }
 }

@@ -21,7 +21,7 @@ struct Runner {
         case .localTailscaled:
             try await LocalTailscaledRunner(configuration: configuration, logger: logger).run()
         case .embedded:
-            throw UsageError(configuration.unsupportedFeature ?? "the embedded node is not yet supported")
+            try await EmbeddedRunner(configuration: configuration, logger: logger).run()
         }
     }
 
@@ -151,7 +151,9 @@ struct Runner {
     /// The group that runs every service until SIGTERM or SIGINT. A listener that cannot open its
     /// socket shuts the others down gracefully (cancelling them would log each one's
     /// cancellation as an error next to the one line that says what went wrong).
-    static func serviceGroup(_ services: [any Service], logger: Logger) -> ServiceGroup {
+    static func serviceGroup(
+        _ services: [any Service], logger: Logger, signals: [UnixSignal] = [.sigterm, .sigint]
+    ) -> ServiceGroup {
         let configurations = services.map { service in
             ServiceGroupConfiguration.ServiceConfiguration(
                 service: service,
@@ -159,7 +161,7 @@ struct Runner {
         }
         return ServiceGroup(
             configuration: .init(
-                services: configurations, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+                services: configurations, gracefulShutdownSignals: signals, logger: logger))
     }
 
     /// `--debug-tailscaled`: the tailnet layer's calls logged at debug level, whatever `--log` says.

@@ -19,7 +19,8 @@ public struct TsidpCommand: ParsableCommand {
               TSIDP_USE_FUNNEL, TSIDP_ENABLE_STS, TSIDP_LOG, TSIDP_DEBUG_ALL_REQUESTS, TSIDP_DEBUG_TSNET,
               TSIDP_IDLE_TIMEOUT, TSIDP_READ_HEADER_TIMEOUT, TSIDP_READ_BODY_TIMEOUT,
               TSIDP_MAX_CONNECTIONS_PER_PEER, TSIDP_MAX_CONNECTIONS,
-              TS_AUTHKEY / TS_AUTHKEY_FILE (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
+              TSIDP_TAILSCALED, TS_AUTHKEY / TS_AUTH_KEY / TS_AUTHKEY_FILE, TS_ADVERTISE_TAGS, TSNET_FORCE_LOGIN,
+              TS_TAILSCALED_EXTRA_ARGS (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
             """,
         version: TsidpVersion.current)
 
@@ -53,6 +54,13 @@ public struct TsidpCommand: ParsableCommand {
         name: .customLong("socket"), help: "tailscaled's LocalAPI socket. (default: /var/run/tailscale/tailscaled.sock)"
     )
     public var socket: String?
+
+    @Option(
+        name: .customLong("tailscaled"),
+        help:
+            "Embedded mode: the tailscaled program tsidp runs for its node. Env: TSIDP_TAILSCALED. (default: tailscaled on PATH)"
+    )
+    public var tailscaled: String?
 
     @Option(
         name: .customLong("hostname"),
