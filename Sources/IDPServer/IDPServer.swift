@@ -46,6 +46,7 @@ public struct IDPServer: Sendable {
         }
         router.middlewares.add(SecurityHeadersMiddleware())
         router.middlewares.add(ErrorMiddleware(logger: logger))
+        router.middlewares.add(FunnelGate())
         addDiscoveryRoutes(to: router)
         addOAuthRoutes(to: router)
         addClientRoutes(to: router, listener: listener)

@@ -54,3 +54,34 @@ extension LocalAPIClient {
         return text.prefix(1).lowercased() + text.dropFirst()
     }
 }
+
+extension LocalAPIClient {
+    /// The user ID tailscaled runs as: the peer credentials of a connection to its socket (Linux
+    /// `SO_PEERCRED`); nil where the system does not tell.
+    public func serverUID() -> UInt32? {
+        #if os(Linux)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            let pathBytes = Array(socketPath.utf8)
+            guard !pathBytes.isEmpty, pathBytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return nil }
+            withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: pathBytes) }
+            let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+            guard descriptor >= 0 else { return nil }
+            defer { close(descriptor) }
+            let connected = withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            guard connected == 0 else { return nil }
+            // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
+            var credentials: (Int32, UInt32, UInt32) = (0, 0, 0)
+            var length = socklen_t(MemoryLayout.size(ofValue: credentials))
+            let peerCredentials: Int32 = 17  // SO_PEERCRED
+            guard getsockopt(descriptor, SOL_SOCKET, peerCredentials, &credentials, &length) == 0 else { return nil }
+            return credentials.1
+        #else
+            return nil
+        #endif
+    }
+}

@@ -1,0 +1,46 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import IDPServer
+
+@Suite("Loopback peer owner")
+struct LoopbackPeerOwnerTests {
+    @Test("addresses are spelled as the kernel's table spells them")
+    func spelling() {
+        #if _endian(little)
+            #expect(LoopbackPeerOwner.key(ip: "127.0.0.1", port: 8080) == "0100007F:1F90")
+            #expect(LoopbackPeerOwner.key(ip: "10.1.2.3", port: 443) == "0302010A:01BB")
+        #endif
+        #expect(LoopbackPeerOwner.key(ip: "::1", port: 80) == nil)
+        #expect(LoopbackPeerOwner.key(ip: "127.0.0.1", port: 70000) == nil)
+    }
+
+    @Test("the row whose local end is the peer and remote end is the listener gives the owner")
+    func table() {
+        let table = """
+              sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+               0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1
+               1: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 2 1
+               2: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 3 1
+            """
+        #expect(LoopbackPeerOwner.find(in: table, from: "0100007F:D431", to: "0100007F:1F90") == 1000)
+        #expect(LoopbackPeerOwner.find(in: table, from: "0100007F:D432", to: "0100007F:1F90") == nil)
+    }
+
+    @Test("a live loopback connection is owned by this process's user")
+    func live() async throws {
+        #if os(Linux)
+            let group = MultiThreadedEventLoopGroup.singleton
+            let server = try await ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .bind(host: "127.0.0.1", port: 0).get()
+            defer { _ = server.close() }
+            let client = try await ClientBootstrap(group: group).connect(to: server.localAddress!).get()
+            defer { _ = client.close() }
+            let owner = LoopbackPeerOwner.uid(peer: client.localAddress, local: client.remoteAddress)
+            #expect(owner == getuid())
+        #endif
+    }
+}
