@@ -3,7 +3,9 @@ import IDPServer
 import Logging
 
 /// Everything tsidp needs to start, resolved from flags, environment and defaults.
-public struct Configuration: Sendable, Equatable {
+///
+/// - Important: Its description hides the auth key (values like this one reach debug logs).
+public struct Configuration: Sendable, Equatable, CustomStringConvertible, CustomDebugStringConvertible {
     public enum Mode: Sendable, Equatable {
         /// Simulated tailnet, plain HTTP on 127.0.0.1.
         case development
@@ -44,6 +46,13 @@ public struct Configuration: Sendable, Equatable {
     public var grantJournalEntries: Int? = nil
 
     public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
+
+    public var description: String {
+        "Configuration(mode: \(mode), port: \(port), localPort: \(localPort.map(String.init) ?? "off"), "
+            + "dir: \(stateDirectory ?? "none"), authKey: \(authKey == nil ? "none" : "[redacted]"))"
+    }
+
+    public var debugDescription: String { description }
 
     /// Resolves `command` against `environment`: a flag on the command line wins over its
     /// environment variable, which wins over the default.
@@ -218,6 +227,10 @@ public struct Configuration: Sendable, Equatable {
         if let file = value("TS_AUTHKEY_FILE") {
             if key != nil {
                 throw UsageError("TS_AUTHKEY_FILE and TS_AUTHKEY (or TS_AUTH_KEY) are both set: set only one")
+            }
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
+                throw UsageError("cannot read TS_AUTHKEY_FILE \(file): it is a directory; name the file holding the key")
             }
             let data: Data
             do {

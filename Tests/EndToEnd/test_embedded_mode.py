@@ -1098,11 +1098,5 @@ def test_auth_key_reaches_neither_output_nor_tailscaled(embedded, scratch_dirs, 
     check_auth_key_stays_with_tsidp(embedded, scratch_dirs, source, TALKATIVE)
 
 
-@pytest.mark.xfail(
-    strict=True, raises=KeyLeak,
-    reason="tsidp bug: with --log debug, swift-service-lifecycle's 'Starting service' / 'Service finished' "
-           "lines print each service with its default description (sl-service=TailscaledSupervisor(... "
-           "settings: NodeSettings(... authKey: Optional(\"<key>\") ...)), EmbeddedServing(configuration: "
-           "Configuration(... authKey: Optional(\"<key>\") ...))), so the auth key is in the log")
 def test_auth_key_stays_out_of_the_debug_log(embedded, scratch_dirs):
     check_auth_key_stays_with_tsidp(embedded, scratch_dirs, "TS_AUTHKEY", TALKATIVE + ["--log", "debug"])

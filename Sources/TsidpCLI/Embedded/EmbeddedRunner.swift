@@ -144,13 +144,17 @@ struct EmbeddedRunner {
 
 /// The part of the embedded mode that waits for the node and then serves: provider, HTTPS
 /// listeners on loopback, the operator listener, the sweep and the certificate refresh.
-struct EmbeddedServing: Service {
+struct EmbeddedServing: Service, CustomStringConvertible {
     let configuration: Configuration
     let node: EmbeddedNode
     let localAPI: LocalAPIClient
     let writer: StateWriter
     let logger: Logger
     let tell: @Sendable (String) -> Void
+
+    /// Names the service only: ServiceLifecycle logs every service at debug level, and the
+    /// configuration holds the auth key.
+    var description: String { "EmbeddedServing(port: \(configuration.port))" }
 
     func run() async throws {
         let pending = self.node

@@ -3,7 +3,9 @@ import Logging
 import Tailnet
 
 /// What the embedded node logs in with.
-struct NodeSettings: Sendable, Equatable {
+///
+/// - Important: Its description hides the key: service and configuration values reach debug logs.
+struct NodeSettings: Sendable, Equatable, CustomStringConvertible {
     /// `--hostname` (`TS_HOSTNAME`).
     var hostname: String
     /// `TS_AUTHKEY`, `TS_AUTH_KEY` or the content of `TS_AUTHKEY_FILE`; nil for an interactive login.
@@ -12,6 +14,11 @@ struct NodeSettings: Sendable, Equatable {
     var advertiseTags: [String]?
     /// `TSNET_FORCE_LOGIN=1`: log in again even when the state holds a login.
     var forceLogin: Bool
+
+    var description: String {
+        "NodeSettings(hostname: \(hostname), authKey: \(authKey == nil ? "none" : "[redacted]"), "
+            + "advertiseTags: \(advertiseTags?.joined(separator: ",") ?? "unchanged"), forceLogin: \(forceLogin))"
+    }
 }
 
 /// A login that cannot succeed without the operator: the key was refused, for instance.

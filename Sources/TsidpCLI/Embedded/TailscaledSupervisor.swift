@@ -12,7 +12,10 @@ import Tailnet
 /// Runs tsidp's own `tailscaled` (embedded mode): starts it, logs it in, restarts it with backoff
 /// when it exits, and stops it on shutdown. Placed before the listeners in the service group, so
 /// that it stops after they have drained.
-struct TailscaledSupervisor: Service {
+///
+/// - Important: Its description names the program and socket only: ServiceLifecycle logs every
+///   service at debug level, and the environment and settings hold secrets.
+struct TailscaledSupervisor: Service, CustomStringConvertible {
     /// The program and its command line.
     let executable: String
     let arguments: [String]
@@ -34,6 +37,8 @@ struct TailscaledSupervisor: Service {
     var healthyRun: Duration = .seconds(60)
     /// How long tailscaled may take to open its socket.
     var socketWait: Duration = .seconds(60)
+
+    var description: String { "TailscaledSupervisor(\(executable), socket: \(localAPI.socketPath))" }
 
     enum Outcome {
         case idle
