@@ -230,7 +230,8 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
             }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), isDirectory.boolValue {
-                throw UsageError("cannot read TS_AUTHKEY_FILE \(file): it is a directory; name the file holding the key")
+                throw UsageError(
+                    "cannot read TS_AUTHKEY_FILE \(file): it is a directory; name the file holding the key")
             }
             let data: Data
             do {
