@@ -31,6 +31,8 @@ public struct Configuration: Sendable, Equatable {
     /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
     /// into its bucket files (`nil`: the default, 1,024).
     public var grantJournalEntries: Int? = nil
+    /// `--server-url`, `--trusted-proxy`, `--unix-socket` and sockets passed by systemd.
+    public var reverseProxy = ReverseProxySettings()
 
     public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
 
@@ -173,6 +175,7 @@ public struct Configuration: Sendable, Equatable {
             devIdentitiesPath: command.devIdentities,
             listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
+        resolved.reverseProxy = try ReverseProxySettings.resolve(command, environment: environment, dev: dev)
         return resolved
     }
 
