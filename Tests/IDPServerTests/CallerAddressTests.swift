@@ -7,7 +7,8 @@ import Testing
 struct CallerAddressTests {
     static let proxy = try! SocketAddress(ipAddress: "127.0.0.1", port: 40001)
     static let stranger = try! SocketAddress(ipAddress: "127.0.0.5", port: 40002)
-    static let loopbackProxy = ForwardedTrust(networks: [try! IPNetwork(parsing: "127.0.0.1/32")], unixSocketPeers: false)
+    static let loopbackProxy = ForwardedTrust(
+        networks: [try! IPNetwork(parsing: "127.0.0.1/32")], unixSocketPeers: false)
 
     static func headers(_ values: [String]) -> HTTPFields {
         var fields = HTTPFields()
@@ -133,7 +134,9 @@ struct CallerAddressTests {
         #expect(throws: IPNetwork.ParseError.hostBitsSet(try IPNetwork(parsing: "10.0.0.0/8"))) {
             try IPNetwork(parsing: "10.1.2.3/8")
         }
-        for text in ["10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/ 8", "fd7a::/129", "10.0.0.0/8/8"] {
+        for text in [
+            "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/ 8", "fd7a::/129", "10.0.0.0/8/8",
+        ] {
             #expect(throws: IPNetwork.ParseError.badPrefixLength, "\(text)") { try IPNetwork(parsing: text) }
         }
         for text in ["", "unix", "example.com/24", "10.0.0.0:80/8"] {

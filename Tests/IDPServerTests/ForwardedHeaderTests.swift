@@ -75,7 +75,8 @@ struct ForwardedHeaderTests {
     func trustedProxy() async throws {
         // The test client connects from 127.0.0.1, here the proxy; alice's device is 100.64.0.1.
         let trust = ForwardedTrust(networks: [try IPNetwork(parsing: "127.0.0.0/30")], unixSocketPeers: false)
-        try await Harness.run(forwardedTrust: trust) { (harness: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(forwardedTrust: trust) {
+            (harness: Harness, client: any TestClientProtocol) async throws in
             #expect(try await Self.signIn(harness, client, forwardedFor: ["100.64.0.1"]) == "alice@example.com")
             #expect(
                 try await Self.signIn(harness, client, forwardedFor: ["100.64.0.9, 100.64.0.1"]) == "alice@example.com")
@@ -96,7 +97,8 @@ struct ForwardedHeaderTests {
     @Test("a peer outside --trusted-proxy cannot choose its identity with X-Forwarded-For")
     func untrustedPeer() async throws {
         let trust = ForwardedTrust(networks: [try IPNetwork(parsing: "10.0.0.0/8")], unixSocketPeers: true)
-        try await Harness.run(forwardedTrust: trust) { (harness: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(forwardedTrust: trust) {
+            (harness: Harness, client: any TestClientProtocol) async throws in
             for values in [["100.64.0.9"], ["garbage"], ["100.64.0.9", "100.64.0.9"]] {
                 #expect(try await Self.signIn(harness, client, forwardedFor: values) == "alice@example.com")
             }
@@ -115,7 +117,8 @@ struct ForwardedHeaderTests {
     @Test("X-Forwarded-Host and X-Forwarded-Proto never change the issuer or an endpoint")
     func forwardedHostAndProto() async throws {
         let trust = ForwardedTrust(networks: [try IPNetwork(parsing: "127.0.0.1/32")], unixSocketPeers: false)
-        try await Harness.run(forwardedTrust: trust) { (harness: Harness, client: any TestClientProtocol) async throws in
+        try await Harness.run(forwardedTrust: trust) {
+            (harness: Harness, client: any TestClientProtocol) async throws in
             var headers = HTTPFields()
             headers[HTTPField.Name("X-Forwarded-Host")!] = "evil.example"
             headers[HTTPField.Name("X-Forwarded-Proto")!] = "https"

@@ -104,7 +104,8 @@ struct Harness {
             group.addTask { try await simulated.run() }
             for await _ in ready { break }
             let app = Application(
-                router: server.router(for: listener, forwardedTrust: forwardedTrust), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                router: server.router(for: listener, forwardedTrust: forwardedTrust),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                 logger: Logger(label: "app"))
             try await app.test(.live) { client in
                 try await body(harness, client)
