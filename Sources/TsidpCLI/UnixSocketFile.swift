@@ -19,9 +19,9 @@ struct UnixSocketFile {
     let path: String
     /// The bound socket, not yet listening.
     let descriptor: CInt
-    /// The file's device and inode, to recognise it at exit.
-    private let device: UInt64
-    private let inode: UInt64
+    /// The file as `stat` saw it once created, to recognise it at exit: device, inode (which a
+    /// file created in its place may reuse) and modification time (which a chmod leaves alone).
+    private let identity: [Int]
 
     /// Binds a new socket at `path`. A socket file left behind by a process that has stopped
     /// (nothing accepts connections on it) is removed first; a socket something listens on, or
@@ -70,14 +70,21 @@ struct UnixSocketFile {
             unlink(path)
             throw refused("its mode cannot be set: \(errorText(code))")
         }
-        return UnixSocketFile(
-            path: path, descriptor: descriptor, device: UInt64(created.st_dev), inode: UInt64(created.st_ino))
+        return UnixSocketFile(path: path, descriptor: descriptor, identity: Self.identity(created))
+    }
+
+    static func identity(_ info: stat) -> [Int] {
+        #if os(Linux)
+            [Int(info.st_dev), Int(info.st_ino), Int(info.st_mtim.tv_sec), Int(info.st_mtim.tv_nsec)]
+        #else
+            [Int(info.st_dev), Int(info.st_ino), Int(info.st_mtimespec.tv_sec), Int(info.st_mtimespec.tv_nsec)]
+        #endif
     }
 
     /// Removes the socket file, if it is still the one ``create(path:flag:)`` made.
     func remove(logger: Logger) {
         var current = stat()
-        guard lstat(path, &current) == 0, UInt64(current.st_dev) == device, UInt64(current.st_ino) == inode else {
+        guard lstat(path, &current) == 0, Self.identity(current) == identity else {
             return
         }
         if unlink(path) != 0 {
