@@ -1,5 +1,6 @@
 import Foundation
 import IDPServer
+import Logging
 import Testing
 
 @testable import TsidpCLI
@@ -147,6 +148,35 @@ struct SocketActivationTests {
         for variable in SocketActivation.variables {
             #expect(getenv(variable) == nil, "\(variable)")
             #expect(ProcessInfo.processInfo.environment[variable] == nil, "\(variable)")
+        }
+    }
+
+    @Test(
+        "--dev refuses a passed socket that listens beyond this machine, before it serves anything",
+        .timeLimit(.minutes(1)))
+    func devServesLoopbackOnly() async throws {
+        let directory = try TestSockets.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        guard
+            case .run(var configuration) = TsidpMain.parse(
+                arguments: ["--dev", "--dir", directory + "/state"], environment: [:])
+        else {
+            Issue.record("--dev should parse")
+            return
+        }
+        configuration.reverseProxy.inheritedSockets = [
+            InheritedSocket(descriptor: 7, name: "web", address: .ip(IPAddress(parsing: "0.0.0.0")!, port: 8443)),
+            InheritedSocket(descriptor: 8, name: nil, address: .unix(path: "/run/tsidp.sock")),
+        ]
+        let quiet = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        do {
+            try await Runner(configuration: configuration, logger: quiet).run()
+            Issue.record("--dev served a socket on 0.0.0.0")
+        } catch let error as UsageError {
+            #expect(
+                error.message
+                    == "--dev serves this machine only, but socket 7 (web) on 0.0.0.0:8443 passed by the service manager is not a loopback address"
+            )
         }
     }
 }
