@@ -59,6 +59,17 @@ public struct IPNetwork: Sendable, Hashable, CustomStringConvertible {
         candidate.bytes.count == address.bytes.count && Self.masked(candidate.bytes, to: prefixLength) == address.bytes
     }
 
+    /// Whether the two ranges share an address (one of them then holds the other).
+    public func overlaps(_ other: IPNetwork) -> Bool {
+        prefixLength <= other.prefixLength ? contains(other.address) : other.contains(address)
+    }
+
+    /// The loopback ranges, `127.0.0.0/8` and `::1/128`.
+    public static let loopback: [IPNetwork] = [
+        IPNetwork(address: IPAddress(bytes: [127, 0, 0, 0])!, prefixLength: 8),
+        IPNetwork(address: IPAddress(bytes: Array(repeating: 0, count: 15) + [1])!, prefixLength: 128),
+    ]
+
     /// `address/length`.
     public var description: String { "\(address)/\(prefixLength)" }
 

@@ -175,7 +175,8 @@ public struct Configuration: Sendable, Equatable {
             devIdentitiesPath: command.devIdentities,
             listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
-        resolved.reverseProxy = try ReverseProxySettings.resolve(command, environment: environment, dev: dev)
+        resolved.reverseProxy = try ReverseProxySettings.resolve(
+            command, environment: environment, dev: dev, embedded: resolved.mode == .embedded)
         return resolved
     }
 

@@ -40,8 +40,12 @@ public struct ReverseProxySettings: Sendable, Equatable {
     /// Resolves the settings from flags and environment variables (a flag wins).
     ///
     /// - Throws: ``UsageError`` naming the bad value.
-    static func resolve(_ command: TsidpCommand, environment: [String: String], dev: Bool) throws(UsageError)
-        -> ReverseProxySettings
+    ///
+    /// - Important: With `embedded`, a range that covers a loopback address is refused: the
+    ///   embedded node hands every tailnet connection to tsidp from a loopback address, so
+    ///   trusting one would let any device name itself as any other.
+    static func resolve(_ command: TsidpCommand, environment: [String: String], dev: Bool, embedded: Bool)
+        throws(UsageError) -> ReverseProxySettings
     {
         func envString(_ name: String) -> String? {
             guard let text = environment[name], !text.isEmpty else { return nil }
@@ -53,10 +57,20 @@ public struct ReverseProxySettings: Sendable, Equatable {
         } else if let url = envString("TSIDP_SERVER_URL") {
             settings.serverURL = try serverURL(url, source: "TSIDP_SERVER_URL", dev: dev)
         }
+        let trustSource = command.trustedProxies.isEmpty ? "TSIDP_TRUSTED_PROXIES" : "--trusted-proxy"
         if !command.trustedProxies.isEmpty {
-            settings.forwardedTrust = try trustedProxies(command.trustedProxies, source: "--trusted-proxy")
+            settings.forwardedTrust = try trustedProxies(command.trustedProxies, source: trustSource)
         } else if let list = envString("TSIDP_TRUSTED_PROXIES") {
-            settings.forwardedTrust = try trustedProxies([list], source: "TSIDP_TRUSTED_PROXIES")
+            settings.forwardedTrust = try trustedProxies([list], source: trustSource)
+        }
+        if embedded,
+            let covering = settings.forwardedTrust.networks.first(where: { network in
+                IPNetwork.loopback.contains { $0.overlaps(network) }
+            })
+        {
+            throw UsageError(
+                "\(trustSource) \(covering) covers loopback addresses, from which the embedded node hands tsidp every tailnet connection (any device could then choose its identity): let the proxy use --unix-socket with --trusted-proxy unix"
+            )
         }
         if let path = command.unixSocket {
             settings.unixSocketPath = try unixSocketPath(path, source: "--unix-socket")
@@ -112,10 +126,7 @@ public struct ReverseProxySettings: Sendable, Equatable {
     static func isLoopback(host: String, address: IPAddress?) -> Bool {
         if host.lowercased() == "localhost" { return true }
         guard let address else { return false }
-        let loopback =
-            [IPNetwork(address: IPAddress(bytes: [127, 0, 0, 0])!, prefixLength: 8)]
-            + [IPNetwork(address: IPAddress(bytes: Array(repeating: 0, count: 15) + [1])!, prefixLength: 128)]
-        return loopback.contains { $0.contains(address) }
+        return IPNetwork.loopback.contains { $0.contains(address) }
     }
 
     /// The trust from `--trusted-proxy` values (each a comma-separated list of CIDR ranges, bare

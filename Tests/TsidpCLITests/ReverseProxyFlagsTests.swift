@@ -153,4 +153,26 @@ struct ReverseProxyFlagsTests {
         let long = "/tmp/" + String(repeating: "s", count: 110)
         #expect(Self.refusal(["--dev", "--unix-socket", long]).contains("is too long for a unix socket"))
     }
+
+    @Test("the embedded mode refuses trusting loopback addresses, which stand for every tailnet device there")
+    func embeddedLoopback() throws {
+        for value in ["127.0.0.1/32", "127.0.0.0/8", "0.0.0.0/1", "::1", "::/1"] {
+            let line = Self.refusal(["--trusted-proxy", value])
+            let network = try IPNetwork(parsing: value)
+            #expect(line.hasPrefix("tsidp: --trusted-proxy \(network) covers loopback addresses"), "\(line)")
+        }
+        #expect(
+            Self.refusal([], ["TAILSCALE_USE_WIP_CODE": "1", "TSIDP_TRUSTED_PROXIES": "unix,127.0.0.1"]).hasPrefix(
+                "tsidp: TSIDP_TRUSTED_PROXIES 127.0.0.1/32 covers loopback addresses"))
+        let embedded = try Self.configuration([
+            "--trusted-proxy", "100.64.0.7,unix", "--trusted-proxy", "128.0.0.0/1",
+        ])
+        #expect(embedded.mode == .embedded)
+        #expect(embedded.forwardedTrust.networks.count == 2 && embedded.forwardedTrust.trustsUnixSocketPeers)
+        // The modes whose loopback peers are local processes may trust them.
+        #expect(
+            try Self.configuration(["--use-local-tailscaled", "--trusted-proxy", "127.0.0.1"]).forwardedTrust
+                != .nobody)
+        #expect(try Self.configuration(["--dev", "--trusted-proxy", "127.0.0.1"]).forwardedTrust != .nobody)
+    }
 }
