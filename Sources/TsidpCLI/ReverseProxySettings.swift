@@ -21,9 +21,15 @@ public struct ReverseProxySettings: Sendable, Equatable {
     /// How many listeners a proxy on this host connects to.
     public var listenerCount: Int { (unixSocketPath == nil ? 0 : 1) + inheritedSockets.count }
 
-    /// Logs a warning for a setting that cannot do what it was given for: `unix` trusted with no
-    /// unix socket to serve, or a unix socket whose callers nobody can identify.
-    func warnAboutUnusedTrust(logger: Logger) {
+    /// Logs the trusted proxies, and a warning for a setting that cannot do what it was given
+    /// for: `unix` trusted with no unix socket to serve, or a unix socket whose callers nobody can
+    /// identify.
+    func logTrust(logger: Logger) {
+        if !forwardedTrust.trustsNobody {
+            logger.info(
+                "X-Forwarded-For names the caller on connections from trusted proxies",
+                metadata: ["trusted_proxies": "\(forwardedTrust)"])
+        }
         let servesUnixSocket =
             unixSocketPath != nil
             || inheritedSockets.contains { if case .unix = $0.address { true } else { false } }

@@ -192,7 +192,7 @@ struct Runner {
                     server.router(for: .local), host: "127.0.0.1", port: localPort, portFlag: "--local-port",
                     logger: logger, onRunning: { allRunning.arrive() }))
         }
-        configuration.reverseProxy.warnAboutUnusedTrust(logger: logger)
+        configuration.reverseProxy.logTrust(logger: logger)
         services += configuration.proxyListeners(
             server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), logger: logger,
             onRunning: { allRunning.arrive() })
