@@ -90,7 +90,7 @@ extension Configuration {
             let started = StartFlag()
             listeners.append(
                 ListenerService(
-                    address: inherited.description, portFlag: "the socket unit", started: started,
+                    address: inherited.description, portFlag: "ListenStream=", started: started,
                     application: BoundSocketServer(socket: inherited.descriptor, childChannel: channel, logger: logger)
                     {
                         started.set()
