@@ -4,7 +4,9 @@ import NIOCore
 
 /// HTTP/1.1 under ``ListenerLimits``: a connection beyond the per-peer or total cap is closed as
 /// soon as it is accepted, and every admitted connection is watched by
-/// ``RequestDeadlineHandler`` for idleness and slow requests.
+/// ``RequestDeadlineHandler`` for idleness and slow requests. The per-peer cap applies to peers
+/// with an IP address that are not trusted proxies: a proxy, and the peers of a unix-domain
+/// socket (which have no address to tell them apart), are held to the total cap only.
 ///
 /// - Important: Admission is decided before any TLS handshake or parsing, so a flood costs one
 ///   accept and one close per connection.
@@ -19,14 +21,18 @@ public struct BoundedHTTPChannel: ServerChildChannel {
     let counter: ConnectionCounter
     let logger: Logger
     let transportSecurity: (@Sendable (any Channel) throws -> Void)?
+    let forwardedTrust: ForwardedTrust
 
     /// A channel answering with `responder`.
     ///
-    /// - Parameter transportSecurity: adds the TLS handler to a new connection's pipeline
-    ///   (nil for plain HTTP); it runs after admission and before the HTTP handlers.
+    /// - Parameters:
+    ///   - transportSecurity: adds the TLS handler to a new connection's pipeline (nil for plain
+    ///     HTTP); it runs after admission and before the HTTP handlers.
+    ///   - forwardedTrust: the trusted proxies, which the per-peer cap does not hold.
     public init(
         responder: @escaping HTTPChannelHandler.Responder, limits: ListenerLimits, counter: ConnectionCounter,
-        logger: Logger, transportSecurity: (@Sendable (any Channel) throws -> Void)? = nil
+        logger: Logger, transportSecurity: (@Sendable (any Channel) throws -> Void)? = nil,
+        forwardedTrust: ForwardedTrust = .nobody
     ) {
         self.base = HTTP1Channel(
             responder: responder,
@@ -35,12 +41,15 @@ public struct BoundedHTTPChannel: ServerChildChannel {
         self.counter = counter
         self.logger = logger
         self.transportSecurity = transportSecurity
+        self.forwardedTrust = forwardedTrust
     }
 
     /// Admits (or refuses and closes) the connection, then sets up TLS and HTTP/1.1.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
-        let peer = channel.remoteAddress?.ipAddress ?? "local"
-        switch counter.admit(peer) {
+        let address = channel.remoteAddress?.ipAddress
+        let peer = address ?? "local"
+        let perPeerCap = address != nil && !forwardedTrust.trusts(channel.remoteAddress)
+        switch counter.admit(peer, perPeerCap: perPeerCap) {
         case .admitted:
             break
         case .refusedPeerLimit(let first):

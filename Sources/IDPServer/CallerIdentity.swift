@@ -19,6 +19,16 @@ public struct CallerIdentity: Sendable {
         self.excludedNodeStableIDs = excludedNodeStableIDs
     }
 
+    /// WhoIs for a request's caller (see ``CallerAddress``); a caller without an address is
+    /// an unknown device.
+    public func identify(_ caller: CallerAddress) async throws(IdentityFailure) -> UserIdentity {
+        guard let address = caller.whoIsAddress else {
+            if case .unknown(let reason) = caller { throw .unknownDevice(reason) }
+            throw .unknownDevice("the request names no caller")
+        }
+        return try await identify(address: address)
+    }
+
     /// WhoIs for `address`.
     ///
     /// - Important: Fails closed: every LocalAPI error becomes an ``IdentityFailure``; there is no

@@ -44,14 +44,18 @@ public final class ConnectionCounter: Sendable {
     }
 
     /// Counts a new connection from `peer` (an IP address), or refuses it.
-    public func admit(_ peer: String) -> Admission {
+    ///
+    /// - Parameter perPeerCap: whether ``maxPerPeer`` applies. A trusted proxy or a unix-socket
+    ///   peer carries many callers' connections and is held to ``maxTotal`` only; it is still
+    ///   counted under `peer`, and released the same way.
+    public func admit(_ peer: String, perPeerCap: Bool = true) -> Admission {
         state.withLockedValue { state in
             if state.total >= maxTotal {
                 defer { state.totalSaturated = true }
                 return .refusedTotalLimit(firstRefusal: !state.totalSaturated)
             }
             let held = state.perPeer[peer, default: 0]
-            if held >= maxPerPeer {
+            if perPeerCap, held >= maxPerPeer {
                 return .refusedPeerLimit(firstRefusal: state.saturatedPeers.insert(peer).inserted)
             }
             state.perPeer[peer] = held + 1

@@ -40,7 +40,8 @@ struct DebugDumpMiddleware: RouterMiddleware {
             "request",
             metadata: [
                 "method": "\(request.method.rawValue)", "path": "\(Redaction.url(request.uri.description))",
-                "peer": "\(context.peerAddressText ?? "-")", "headers": "\(headers.joined(separator: "; "))",
+                "peer": "\(context.peerDescription)", "caller": "\(context.callerAddress)",
+                "headers": "\(headers.joined(separator: "; "))",
                 "body": "\(shownBody)",
             ])
         var response = try await next(request, context)

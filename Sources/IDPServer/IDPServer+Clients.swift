@@ -49,11 +49,11 @@ extension IDPServer {
         if Self.isFunnel(request) {
             throw OAuthError(.accessDenied, "not available over Funnel", status: 401)
         }
-        try Self.checkHost(request, issuer: provider.configuration.issuer)
+        try Self.checkHost(request, issuer: provider.configuration.issuer, forwarded: context.callerAddress.isForwarded)
         if listener == .local { return }
         let caller: UserIdentity
         do {
-            caller = try await identity.identify(address: context.peerAddressText)
+            caller = try await identity.identify(context.callerAddress)
         } catch {
             throw OAuthError(.accessDenied, "the caller is not identified on the tailnet", status: 403)
         }
@@ -86,10 +86,17 @@ extension IDPServer {
         return String(lowered.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
     }
 
-    /// Refuses requests whose `Host` is not one of this server's names.
-    static func checkHost(_ request: Request, issuer: String) throws {
+    /// Refuses requests whose `Host` is not one of this server's names. A request a trusted proxy
+    /// forwarded must name the issuer's host: a proxy that replaces `Host` with a loopback name
+    /// would otherwise let a rebound name through.
+    static func checkHost(_ request: Request, issuer: String, forwarded: Bool = false) throws {
         let authority = request.head.authority ?? ""
-        guard allowedHostNames(issuer: issuer).contains(hostName(ofAuthority: authority)) else {
+        var allowed = allowedHostNames(issuer: issuer)
+        if forwarded {
+            let host = URLComponents(string: issuer)?.host?.lowercased() ?? ""
+            allowed = host.isEmpty ? [] : host.contains(":") && !host.hasPrefix("[") ? [host, "[\(host)]"] : [host]
+        }
+        guard allowed.contains(hostName(ofAuthority: authority)) else {
             throw OAuthError(.accessDenied, "requests for this host name are refused")
         }
     }

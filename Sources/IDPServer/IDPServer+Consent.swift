@@ -78,11 +78,11 @@ extension IDPServer {
                     HTML.errorPage(OAuthError(.invalidRequest, "The consent form is incomplete.")), status: .badRequest)
             }
             let decision: ConsentDecision = decisionText == "allow" ? .allow : .deny
-            let address = context.peerAddressText
+            let caller = context.callerAddress
             let identity = self.identity
             let result = await provider.decideConsent(requestID: requestID, csrfToken: token, decision: decision) {
                 () async throws(IdentityFailure) -> UserIdentity in
-                try await identity.identify(address: address)
+                try await identity.identify(caller)
             }
             var response = authorizeResponse(result)
             if response.status == .found { response.status = .seeOther }
@@ -146,7 +146,7 @@ extension IDPServer {
     /// and never on the operator's listener (which has no person behind it).
     func pageCaller(_ request: Request, context: IDPRequestContext, listener: Listener) async throws -> UserIdentity? {
         guard listener == .tailnet, !Self.isFunnel(request) else { return nil }
-        guard let caller = try? await identity.identify(address: context.peerAddressText), !caller.isTagged else {
+        guard let caller = try? await identity.identify(context.callerAddress), !caller.isTagged else {
             return nil
         }
         return caller

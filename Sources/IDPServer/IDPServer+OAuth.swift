@@ -29,11 +29,11 @@ extension IDPServer {
             return Self.withCORS(
                 try await formEndpoint(&request, context: context) { form, authorization in
                     let identity = self.identity
-                    let peer = context.peerAddressText
+                    let caller = context.callerAddress
                     // Legacy grants are bound to the relying party's node. A browser on that node
                     // must not redeem them for a web page, so requests with an Origin get no node.
                     return await provider.token(form, authorization: authorization) {
-                        browser ? nil : try? await identity.identify(address: peer).nodeID
+                        browser ? nil : try? await identity.identify(caller).nodeID
                     }
                 }, methods: "POST, OPTIONS")
         }
@@ -172,11 +172,11 @@ extension IDPServer {
             }
             legacyNodeID = node
         }
-        let address = context.peerAddressText
+        let caller = context.callerAddress
         let identity = self.identity
         let result = await provider.authorize(parameters, legacyNodeID: legacyNodeID) {
             () async throws(IdentityFailure) -> UserIdentity in
-            try await identity.identify(address: address)
+            try await identity.identify(caller)
         }
         return authorizeResponse(result)
     }

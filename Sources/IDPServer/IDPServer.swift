@@ -39,8 +39,13 @@ public struct IDPServer: Sendable {
     }
 
     /// The router of one listener.
-    public func router(for listener: Listener) -> Router<IDPRequestContext> {
+    ///
+    /// - Parameter forwardedTrust: the connections of the listener whose `X-Forwarded-For` names
+    ///   the caller (see ``CallerAddress``). The `.local` listener never reads it: its callers
+    ///   are the operator, not people.
+    public func router(for listener: Listener, forwardedTrust: ForwardedTrust = .nobody) -> Router<IDPRequestContext> {
         let router = Router(context: IDPRequestContext.self)
+        router.middlewares.add(CallerAddressMiddleware(trust: listener == .local ? .nobody : forwardedTrust))
         if options.debugAllRequests {
             router.middlewares.add(DebugDumpMiddleware(logger: logger))
         }
@@ -69,7 +74,7 @@ public struct IDPServer: Sendable {
         let discovery: @Sendable (Request, IDPRequestContext) async throws -> Response = { request, context in
             var legacyNode: Int64?
             if provider.configuration.allowInsecureRegistration, !Self.isFunnel(request) {
-                legacyNode = try? await identity.identify(address: context.peerAddressText).nodeID
+                legacyNode = try? await identity.identify(context.callerAddress).nodeID
             }
             var response = Responses.json(
                 provider.discoveryDocument(includeRegistration: !Self.isFunnel(request), legacyNodeID: legacyNode))

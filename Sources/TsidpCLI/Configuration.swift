@@ -44,6 +44,8 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
     /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
     /// into its bucket files (`nil`: the default, 1,024).
     public var grantJournalEntries: Int? = nil
+    /// `--server-url`, `--trusted-proxy`, `--unix-socket` and sockets passed by systemd.
+    public var reverseProxy = ReverseProxySettings()
 
     public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
 
@@ -196,6 +198,8 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
         if resolved.mode == .embedded {
             try resolved.resolveEmbedded(command, environment: environment)
         }
+        resolved.reverseProxy = try ReverseProxySettings.resolve(
+            command, environment: environment, dev: dev, embedded: resolved.mode == .embedded)
         return resolved
     }
 

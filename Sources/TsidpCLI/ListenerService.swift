@@ -3,7 +3,8 @@ import NIOCore
 import ServiceLifecycle
 
 /// One of tsidp's listening sockets (the `--dev` listener, the `--local-port` listener, an HTTPS
-/// listener of `--use-local-tailscaled`) as a service: a listener that cannot open its socket
+/// listener of `--use-local-tailscaled`, the `--unix-socket` listener, a socket passed by systemd)
+/// as a service: a listener that cannot open its socket
 /// stops start-up with a one-line ``UsageError`` naming the address and port, instead of the
 /// system call's text.
 ///
@@ -21,7 +22,14 @@ struct ListenerService: Service {
     let application: any Service
 
     init(host: String, port: Int, portFlag: String, started: StartFlag, application: any Service) {
-        self.address = host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+        self.init(
+            address: host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)", portFlag: portFlag, started: started,
+            application: application)
+    }
+
+    /// A listener named by `address` as a whole (`unix socket /run/tsidp.sock`, `socket 3 on …`).
+    init(address: String, portFlag: String, started: StartFlag, application: any Service) {
+        self.address = address
         self.portFlag = portFlag
         self.started = started
         self.application = application

@@ -50,7 +50,8 @@ struct LocalTailscaledRunner {
         }
         let store = try Runner.openStore(stateDirectory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
-        let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
+        let issuer = configuration.issuer(
+            default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
         let caller = CallerIdentity(
             localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
             excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
@@ -71,7 +72,7 @@ struct LocalTailscaledRunner {
         // TLS context, whose certificate follows tailscaled's renewals.
         let counter = ConnectionCounter(limits: configuration.listenerLimits)
         let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
-        let allRunning = AllRunning(count: status.tailscaleIPs.count + (configuration.localPort == nil ? 0 : 1)) {
+        let allRunning = AllRunning(count: status.tailscaleIPs.count + configuration.commonListenerCount) {
             logger.info(
                 "tsidp is serving",
                 metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
@@ -79,8 +80,9 @@ struct LocalTailscaledRunner {
         for address in status.tailscaleIPs {
             services.append(
                 configuration.listener(
-                    server.router(for: .tailnet), host: address, port: configuration.port, portFlag: "--port",
-                    logger: logger, counter: counter, tls: tls, onRunning: { allRunning.arrive() }))
+                    server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), host: address,
+                    port: configuration.port, portFlag: "--port", logger: logger, counter: counter, tls: tls,
+                    forwardedTrust: configuration.forwardedTrust, onRunning: { allRunning.arrive() }))
         }
         services += Runner.commonServices(
             server: server, configuration: configuration, logger: logger, allRunning: allRunning)

@@ -76,6 +76,11 @@ struct Runner {
     }
 
     func runDevelopment() async throws {
+        // --dev never serves beyond this machine, whoever opened the socket.
+        for socket in configuration.reverseProxy.inheritedSockets where !socket.isLocalOnly {
+            throw UsageError(
+                "--dev serves this machine only, but \(socket) passed by the service manager is not a loopback address")
+        }
         let identities: [WhoIsResponse?]
         if let path = configuration.devIdentitiesPath {
             do {
@@ -111,7 +116,7 @@ struct Runner {
         let simulatedReady = ReadySignal()
         let simulated = tailnet.application(logger: logger) { await simulatedReady.fire() }
 
-        let issuer = "http://localhost:\(configuration.port)"
+        let issuer = configuration.issuer(default: "http://localhost:\(configuration.port)")
         let localAPI = LocalAPIClient(
             socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
         let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
@@ -130,14 +135,16 @@ struct Runner {
         var services: [any Service] = [writer, simulated]
         let port = configuration.port
         let banner = Self.devBanner(
-            issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort)
+            issuer: issuer, identities: identities, stateDirectory: stateDirectory, localPort: configuration.localPort,
+            proxyListeners: configuration.reverseProxy)
         // The banner comes once every listener is open, the `--local-port` one included.
-        let allRunning = AllRunning(count: configuration.localPort == nil ? 1 : 2) {
+        let allRunning = AllRunning(count: 1 + configuration.commonListenerCount) {
             FileHandle.standardError.write(Data(banner.utf8))
         }
         services.append(
             configuration.listener(
-                server.router(for: .tailnet), host: "127.0.0.1", port: port, portFlag: "--port", logger: logger,
+                server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), host: "127.0.0.1",
+                port: port, portFlag: "--port", logger: logger, forwardedTrust: configuration.forwardedTrust,
                 beforeStart: { await simulatedReady.wait() },
                 onRunning: { allRunning.arrive() }))
         services += Runner.commonServices(
@@ -174,7 +181,9 @@ struct Runner {
     }
 
     /// What every mode runs besides its tailnet listeners: the `--local-port` listener (the
-    /// operator's door), which reports to `allRunning` once open, and the once-a-minute sweep.
+    /// operator's door) and the listeners a reverse proxy on this host connects to
+    /// (`--unix-socket`, sockets passed by systemd), which report to `allRunning` once open
+    /// (``Configuration/commonListenerCount`` of them), and the once-a-minute sweep.
     static func commonServices(
         server: IDPServer, configuration: Configuration, logger: Logger, allRunning: AllRunning
     ) -> [any Service] {
@@ -185,13 +194,18 @@ struct Runner {
                     server.router(for: .local), host: "127.0.0.1", port: localPort, portFlag: "--local-port",
                     logger: logger, onRunning: { allRunning.arrive() }))
         }
+        configuration.reverseProxy.logTrust(logger: logger)
+        services += configuration.proxyListeners(
+            server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), logger: logger,
+            onRunning: { allRunning.arrive() })
         services.append(SweepService(provider: server.provider, logger: logger))
         return services
     }
 
-    static func devBanner(issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?)
-        -> String
-    {
+    static func devBanner(
+        issuer: String, identities: [WhoIsResponse?], stateDirectory: String, localPort: Int?,
+        proxyListeners: ReverseProxySettings = ReverseProxySettings()
+    ) -> String {
         var lines = [
             "",
             "  tsidp --dev: FOR DEVELOPMENT ONLY. No Tailscale; a simulated tailnet answers who each caller is.",
@@ -202,6 +216,11 @@ struct Runner {
             "  Clients API:  POST \(issuer)/clients/new  (form fields name, redirect_uri)",
         ]
         if let localPort { lines.append("  Operator:     http://127.0.0.1:\(localPort) (local listener)") }
+        if let path = proxyListeners.unixSocketPath { lines.append("  Unix socket:  \(path)") }
+        for socket in proxyListeners.inheritedSockets { lines.append("  Passed in:    \(socket)") }
+        if !proxyListeners.forwardedTrust.trustsNobody {
+            lines.append("  Proxies:      X-Forwarded-For believed from \(proxyListeners.forwardedTrust)")
+        }
         lines.append("  State:        \(stateDirectory)")
         lines.append("  Identities:")
         for (index, entry) in identities.enumerated() {

@@ -19,8 +19,13 @@ public struct TsidpCommand: ParsableCommand {
               TSIDP_USE_FUNNEL, TSIDP_ENABLE_STS, TSIDP_LOG, TSIDP_DEBUG_ALL_REQUESTS, TSIDP_DEBUG_TSNET,
               TSIDP_IDLE_TIMEOUT, TSIDP_READ_HEADER_TIMEOUT, TSIDP_READ_BODY_TIMEOUT,
               TSIDP_MAX_CONNECTIONS_PER_PEER, TSIDP_MAX_CONNECTIONS,
+              TSIDP_SERVER_URL, TSIDP_TRUSTED_PROXIES (comma-separated), TSIDP_UNIX_SOCKET,
               TSIDP_TAILSCALED, TS_AUTHKEY / TS_AUTH_KEY / TS_AUTHKEY_FILE, TS_ADVERTISE_TAGS, TSNET_FORCE_LOGIN,
               TS_TAILSCALED_EXTRA_ARGS (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
+
+            Behind a reverse proxy (docs/reverse-proxy.md): --server-url sets the issuer; the caller is
+            the last X-Forwarded-For address, and only on connections from a --trusted-proxy. Sockets
+            passed by systemd socket activation (LISTEN_FDS) are served like --unix-socket.
             """,
         version: TsidpVersion.current)
 
@@ -156,6 +161,27 @@ public struct TsidpCommand: ParsableCommand {
             "Open connections in total, per listener group (tailnet, local); more are closed at once. Lowered to fit the open-file limit. Env: TSIDP_MAX_CONNECTIONS. (default: 4096)"
     )
     public var maxConnections: Int?
+
+    @Option(
+        name: .customLong("server-url"),
+        help:
+            "The issuer and base of every endpoint URL, e.g. https://id.example.com (http only for a loopback host or with --dev). Env: TSIDP_SERVER_URL. (default: the node's https://<name>; http://localhost:<port> with --dev)"
+    )
+    public var serverURL: String?
+
+    @Option(
+        name: .customLong("trusted-proxy"),
+        help: ArgumentHelp(
+            "A reverse proxy whose X-Forwarded-For names the caller: a CIDR range or address, or unix for every unix-socket connection; repeatable. Env: TSIDP_TRUSTED_PROXIES (comma-separated). (default: none)",
+            valueName: "cidr|unix"))
+    public var trustedProxies: [String] = []
+
+    @Option(
+        name: .customLong("unix-socket"),
+        help:
+            "Also serve plain HTTP on this unix socket (mode 0660), for a reverse proxy on this host. Env: TSIDP_UNIX_SOCKET. (default: none)"
+    )
+    public var unixSocket: String?
 
     public init() {}
 }

@@ -23,6 +23,12 @@ public enum TsidpMain {
         case .run(let resolved):
             configuration = resolved
         }
+        do {
+            configuration.reverseProxy.inheritedSockets = try SocketActivation.claim()
+        } catch {
+            FileHandle.standardError.write(Data("tsidp: \(error.message)\n".utf8))
+            exit(2)
+        }
         if let unsupported = configuration.unsupportedFeature {
             FileHandle.standardError.write(Data("tsidp: \(unsupported)\n".utf8))
             exit(2)

@@ -438,13 +438,16 @@ def start_tsidp(
     port: Optional[int] = None,
     extra_args: Optional[Sequence[str]] = None,
     preexec_fn: Optional[Callable[[], None]] = None,
+    launcher: Optional[Sequence[str]] = None,
 ) -> Tsidp:
     """Start ``tsidp --dev`` with a fresh state dir and wait until it is ready.
 
     ``clients`` (keyed by client ID, Go tsidp format) is pre-written as
     ``oidc-funnel-clients.json`` in the state dir before start; ``extra_args`` are appended to the
     command line (e.g. ``["--enable-sts", "--local-port", "9001"]``); ``preexec_fn`` runs in the
-    child before exec (to lower a resource limit, say).
+    child before exec (to lower a resource limit, say); ``launcher`` is a command that runs first
+    and execs tsidp's command line, which it gets as its trailing arguments (a socket-activation
+    launcher, say).
     """
     state_dir = workdir / "state"
     state_dir.mkdir(exist_ok=True)
@@ -459,7 +462,10 @@ def start_tsidp(
     last_error = ""
     for attempt in range(3):
         chosen = port if (port is not None and attempt == 0) else free_port()
-        argv = [str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra, *(extra_args or [])]
+        argv = [
+            *(launcher or []), str(binary), "--dev", "--port", str(chosen), "--dir", str(state_dir), *argv_extra,
+            *(extra_args or []),
+        ]
         try:
             proc = processes.start(f"tsidp-{chosen}", argv, cwd=workdir, log_dir=workdir, preexec_fn=preexec_fn)
         except OSError as exc:  # e.g. ETXTBSY / ENOENT while the binary is being rebuilt
@@ -496,7 +502,7 @@ def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]
     """Start a fresh tsidp: ``tsidp_factory(identities=None, clients=None)``; ``workdir`` (default: a
     new scratch dir) holds the logs and the state dir ``workdir/state``, which may be prepared (e.g.
     a mount point) beforehand; ``extra_args`` are more command-line flags; ``preexec_fn`` runs in the
-    child before exec."""
+    child before exec; ``launcher`` is a command that execs tsidp (see ``start_tsidp``)."""
 
     def make(
         identities: Optional[list] = None,
@@ -505,10 +511,11 @@ def tsidp_factory(processes, tsidp_binary, scratch_dirs) -> Callable[..., Tsidp]
         workdir: Optional[Path] = None,
         extra_args: Optional[Sequence[str]] = None,
         preexec_fn: Optional[Callable[[], None]] = None,
+        launcher: Optional[Sequence[str]] = None,
     ) -> Tsidp:
         return start_tsidp(
             processes, tsidp_binary, workdir or scratch_dirs("tsidp"), identities, clients, port, extra_args,
-            preexec_fn,
+            preexec_fn, launcher,
         )
 
     return make

@@ -70,7 +70,7 @@ struct Harness {
     /// Runs `body` against the live HTTP server; the caller (127.0.0.1) is identity 1.
     static func run(
         rules: [JSONValue] = [adminRule], listener: Listener = .tailnet, debugAllRequests: Bool = false,
-        escapeLogs: Bool = false, profilePicURL: String = "",
+        escapeLogs: Bool = false, profilePicURL: String = "", forwardedTrust: ForwardedTrust = .nobody,
         _ body: @Sendable (Harness, any TestClientProtocol) async throws -> Void
     ) async throws {
         let directory = NSTemporaryDirectory() + "/tsidp-srv-\(UUID().uuidString.prefix(8))"
@@ -104,7 +104,8 @@ struct Harness {
             group.addTask { try await simulated.run() }
             for await _ in ready { break }
             let app = Application(
-                router: server.router(for: listener), configuration: .init(address: .hostname("127.0.0.1", port: 0)),
+                router: server.router(for: listener, forwardedTrust: forwardedTrust),
+                configuration: .init(address: .hostname("127.0.0.1", port: 0)),
                 logger: Logger(label: "app"))
             try await app.test(.live) { client in
                 try await body(harness, client)

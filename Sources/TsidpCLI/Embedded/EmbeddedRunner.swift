@@ -182,7 +182,8 @@ struct EmbeddedServing: Service, CustomStringConvertible {
         } catch let error as UsageError {
             throw NodeLoginFailure(message: error.message)
         }
-        let issuer = "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)")
+        let issuer = configuration.issuer(
+            default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
         let caller = CallerIdentity(
             localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
             excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
@@ -206,7 +207,7 @@ struct EmbeddedServing: Service, CustomStringConvertible {
         let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
         let tell = self.tell
         let logger = self.logger
-        let allRunning = AllRunning(count: hosts.count + (configuration.localPort == nil ? 0 : 1)) {
+        let allRunning = AllRunning(count: hosts.count + configuration.commonListenerCount) {
             tell("serving \(issuer) (the issuer relying parties use)")
             logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)"])
         }
@@ -214,8 +215,9 @@ struct EmbeddedServing: Service, CustomStringConvertible {
         for host in hosts {
             services.append(
                 configuration.listener(
-                    server.router(for: .tailnet), host: host, port: configuration.port, portFlag: "--port",
-                    logger: logger, counter: counter, tls: tls, onRunning: { allRunning.arrive() }))
+                    server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), host: host,
+                    port: configuration.port, portFlag: "--port", logger: logger, counter: counter, tls: tls,
+                    forwardedTrust: configuration.forwardedTrust, onRunning: { allRunning.arrive() }))
         }
         services += Runner.commonServices(
             server: server, configuration: configuration, logger: logger, allRunning: allRunning)

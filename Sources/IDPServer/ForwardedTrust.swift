@@ -1,0 +1,75 @@
+import NIOCore
+
+/// Which connections come from a reverse proxy whose `X-Forwarded-For` tsidp believes: peers
+/// inside configured IP ranges (`--trusted-proxy 127.0.0.1/32`), any peer of a unix-domain
+/// socket (`--trusted-proxy unix`), or every connection of a listener that only a trusted
+/// proxy can reach.
+///
+/// - Important: Trusting a peer hands it the choice of every caller's identity: whatever
+///   address it names is asked about with WhoIs. Only a proxy that appends the address it saw
+///   (and that callers cannot reach around) may be trusted. See ``CallerAddress``.
+public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
+    private enum Rule: Sendable, Equatable {
+        case peers(networks: [IPNetwork], unixSockets: Bool)
+        case everyConnection
+    }
+
+    private let rule: Rule
+
+    private init(_ rule: Rule) { self.rule = rule }
+
+    /// Trusts the peers whose address is in one of `networks`, and with `unixSocketPeers` every
+    /// peer of a unix-domain socket.
+    public init(networks: [IPNetwork], unixSocketPeers: Bool) {
+        self.init(.peers(networks: networks, unixSockets: unixSocketPeers))
+    }
+
+    /// No proxy: `X-Forwarded-For` is ignored and every caller is the connection's peer.
+    public static let nobody = ForwardedTrust(networks: [], unixSocketPeers: false)
+
+    /// Every connection of the listener is a trusted proxy (a listener that only the proxy can
+    /// reach, such as tailscaled's serve proxy's).
+    public static let everyConnection = ForwardedTrust(.everyConnection)
+
+    /// The ranges trusted by address.
+    public var networks: [IPNetwork] {
+        if case .peers(let networks, _) = rule { return networks }
+        return []
+    }
+
+    /// Whether peers of unix-domain sockets are trusted.
+    public var trustsUnixSocketPeers: Bool {
+        switch rule {
+        case .peers(_, let unixSockets): unixSockets
+        case .everyConnection: true
+        }
+    }
+
+    /// Whether no connection at all is trusted.
+    public var trustsNobody: Bool { self == .nobody }
+
+    /// Whether the connection from `peer` is a trusted proxy. A connection without a peer
+    /// address is not.
+    public func trusts(_ peer: SocketAddress?) -> Bool {
+        switch rule {
+        case .everyConnection:
+            return true
+        case .peers(let networks, let unixSockets):
+            guard let peer else { return false }
+            if case .unixDomainSocket = peer { return unixSockets }
+            guard let address = IPAddress(peer) else { return false }
+            return networks.contains { $0.contains(address) }
+        }
+    }
+
+    /// The setting as an operator writes it: `127.0.0.1/32,unix`, `every connection`, `none`.
+    public var description: String {
+        switch rule {
+        case .everyConnection:
+            return "every connection"
+        case .peers(let networks, let unixSockets):
+            let parts = networks.map(\.description) + (unixSockets ? ["unix"] : [])
+            return parts.isEmpty ? "none" : parts.joined(separator: ",")
+        }
+    }
+}
