@@ -48,7 +48,7 @@ public struct BoundedHTTPChannel: ServerChildChannel {
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         let address = channel.remoteAddress?.ipAddress
         let peer = address ?? "local"
-        let perPeerCap = address != nil && !forwardedTrust.trusts(channel.remoteAddress)
+        let perPeerCap = address != nil && !forwardedTrust.trusts(channel.remoteAddress, local: channel.localAddress)
         switch counter.admit(peer, perPeerCap: perPeerCap) {
         case .admitted:
             break

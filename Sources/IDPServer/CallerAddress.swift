@@ -30,8 +30,10 @@ public enum CallerAddress: Sendable, Equatable, CustomStringConvertible {
     public static let forwardedForField = HTTPField.Name("X-Forwarded-For")!
 
     /// The caller of a request on a connection from `peer` that carried `headers`.
-    public static func resolve(peer: SocketAddress?, headers: HTTPFields, trust: ForwardedTrust) -> CallerAddress {
-        guard trust.trusts(peer) else { return connectionPeer(peer) }
+    public static func resolve(
+        peer: SocketAddress?, local: SocketAddress? = nil, headers: HTTPFields, trust: ForwardedTrust
+    ) -> CallerAddress {
+        guard trust.trusts(peer, local: local) else { return connectionPeer(peer) }
         return forwarded(headers[values: forwardedForField])
     }
 

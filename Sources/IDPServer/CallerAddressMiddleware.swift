@@ -15,7 +15,7 @@ struct CallerAddressMiddleware: RouterMiddleware {
     {
         var context = context
         context.callerAddress = CallerAddress.resolve(
-            peer: context.remoteAddress, headers: request.headers, trust: trust)
+            peer: context.remoteAddress, local: context.localAddress, headers: request.headers, trust: trust)
         return try await next(request, context)
     }
 }

@@ -12,6 +12,7 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
     private enum Rule: Sendable, Equatable {
         case peers(networks: [IPNetwork], unixSockets: Bool)
         case everyConnection
+        case loopbackOwner(uid: UInt32)
     }
 
     private let rule: Rule
@@ -31,6 +32,11 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
     /// reach, such as tailscaled's serve proxy's).
     public static let everyConnection = ForwardedTrust(.everyConnection)
 
+    /// The loopback connections whose connecting socket belongs to user `uid` (tailscaled's serve
+    /// proxy: tailscaled's user is the only thing that tells its connections from another local
+    /// program's). Where the system does not say who owns a connection, nothing is trusted.
+    public static func loopbackOwner(uid: UInt32) -> ForwardedTrust { ForwardedTrust(.loopbackOwner(uid: uid)) }
+
     /// The ranges trusted by address.
     public var networks: [IPNetwork] {
         if case .peers(let networks, _) = rule { return networks }
@@ -42,6 +48,7 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
         switch rule {
         case .peers(_, let unixSockets): unixSockets
         case .everyConnection: true
+        case .loopbackOwner: false
         }
     }
 
@@ -50,10 +57,13 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
 
     /// Whether the connection from `peer` is a trusted proxy. A connection without a peer
     /// address is not.
-    public func trusts(_ peer: SocketAddress?) -> Bool {
+    public func trusts(_ peer: SocketAddress?, local: SocketAddress? = nil) -> Bool {
         switch rule {
         case .everyConnection:
             return true
+        case .loopbackOwner(let uid):
+            guard let peer, let address = IPAddress(peer), address.isLoopback else { return false }
+            return LoopbackPeerOwner.uid(peer: peer, local: local) == uid
         case .peers(let networks, let unixSockets):
             guard let peer else { return false }
             if case .unixDomainSocket = peer { return unixSockets }
@@ -67,6 +77,8 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
         switch rule {
         case .everyConnection:
             return "every connection"
+        case .loopbackOwner(let uid):
+            return "loopback connections of uid \(uid)"
         case .peers(let networks, let unixSockets):
             let parts = networks.map(\.description) + (unixSockets ? ["unix"] : [])
             return parts.isEmpty ? "none" : parts.joined(separator: ",")

@@ -18,6 +18,11 @@ public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     /// Whether this is an IPv4 address.
     public var isIPv4: Bool { bytes.count == 4 }
 
+    /// Whether this is a loopback address (`127.0.0.0/8` or `::1`).
+    public var isLoopback: Bool {
+        isIPv4 ? bytes[0] == 127 : bytes == [UInt8](repeating: 0, count: 15) + [1]
+    }
+
     /// An address from its bytes (4 or 16 of them), or nil for any other count.
     public init?(bytes: [UInt8]) {
         switch bytes.count {

@@ -36,11 +36,13 @@ extension Configuration {
     ///   - portFlag: the flag that chose the port, for the advice when it is taken.
     ///   - beforeStart: runs before the socket is opened (the `--dev` listener waits for the
     ///     simulated tailnet).
+    ///   - onBound: runs with the port the socket got (for port 0: the one the system chose).
     ///   - onRunning: runs once the socket accepts connections.
     func listener(
         _ router: Router<IDPRequestContext>, host: String, port: Int, portFlag: String, logger: Logger,
         counter: ConnectionCounter? = nil, tls: NIOSSLContext? = nil, forwardedTrust: ForwardedTrust = .nobody,
         beforeStart: (@Sendable () async throws -> Void)? = nil,
+        onBound: (@Sendable (Int) async -> Void)? = nil,
         onRunning: @escaping @Sendable () async -> Void = {}
     ) -> ListenerService {
         let started = StartFlag()
@@ -48,8 +50,9 @@ extension Configuration {
             router: router,
             server: boundedServer(logger: logger, counter: counter, tls: tls, forwardedTrust: forwardedTrust),
             configuration: .init(address: .hostname(host, port: port), serverName: nil),
-            onServerRunning: { _ in
+            onServerRunning: { channel in
                 started.set()
+                if let onBound, let bound = channel.localAddress?.port { await onBound(bound) }
                 await onRunning()
             },
             logger: logger)

@@ -205,7 +205,6 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
 
     /// Features that are parsed but not built yet, as a one-line refusal.
     public var unsupportedFeature: String? {
-        if funnel { return "--funnel is not yet supported" }
         if state != nil, mode != .embedded {
             return "--state names the embedded node's state; it has no effect with --use-local-tailscaled or --dev"
         }

@@ -68,6 +68,30 @@ struct LocalTailscaledRunner {
 
         // The writer first: services stop in reverse order, so it drains after every listener.
         var services: [any Service] = [writer]
+        if configuration.funnel {
+            if let refusal = status.selfNode.map({ $0.funnelRefusal(port: configuration.port) })
+                ?? "tailscaled reports no node"
+            {
+                throw UsageError("--funnel: \(refusal)")
+            }
+            guard let tailscaledUID = localAPI.serverUID() else {
+                throw UsageError(
+                    "--funnel: cannot tell which user tailscaled runs as (this needs Linux peer credentials), so its proxy's connections could not be told from other programs'"
+                )
+            }
+            // tailscaled terminates HTTPS for the port and proxies every request to the
+            // serve-proxy listener; tsidp does not bind the Tailscale addresses itself.
+            let allRunning = AllRunning(count: 2 + configuration.commonListenerCount) {
+                logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"])
+            }
+            services += Runner.commonServices(
+                server: server, configuration: configuration, logger: logger, allRunning: allRunning)
+            services += configuration.funnelServices(
+                server: server, localAPI: localAPI, dnsName: dnsName, tailscaledUID: tailscaledUID,
+                nodeRunning: {}, logger: logger, onRunning: { allRunning.arrive() })
+            try await Runner.serviceGroup(services, logger: logger).run()
+            return
+        }
         // The tailnet listeners (one per Tailscale address) share one connection count and one
         // TLS context, whose certificate follows tailscaled's renewals.
         let counter = ConnectionCounter(limits: configuration.listenerLimits)

@@ -164,7 +164,8 @@ struct Runner {
         let configurations = services.map { service in
             ServiceGroupConfiguration.ServiceConfiguration(
                 service: service,
-                failureTerminationBehavior: service is ListenerService ? .gracefullyShutdownGroup : .cancelGroup)
+                failureTerminationBehavior: service is ListenerService || service is ServePublisher
+                    ? .gracefullyShutdownGroup : .cancelGroup)
         }
         return ServiceGroup(
             configuration: .init(

@@ -200,18 +200,38 @@ struct EmbeddedServing: Service, CustomStringConvertible {
                 return (try? await localAPI.status())?.backendState == "Running"
             })
 
+        let tell = self.tell
+        let logger = self.logger
+        var services: [any Service] = []
+        if configuration.funnel {
+            // tailscaled terminates HTTPS for the port and proxies every request, tailnet and
+            // Funnel alike, to the serve-proxy listener; tsidp's loopback HTTPS is not used.
+            let allRunning = AllRunning(count: 2 + configuration.commonListenerCount) {
+                tell("serving \(issuer) through tailscaled's proxy, with Funnel")
+                logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"])
+            }
+            services += Runner.commonServices(
+                server: server, configuration: configuration, logger: logger, allRunning: allRunning)
+            services += configuration.funnelServices(
+                server: server, localAPI: localAPI, dnsName: dnsName, tailscaledUID: getuid(),
+                nodeRunning: {
+                    while !(await node.isRunning) {
+                        guard (try? await Task.sleep(for: .milliseconds(200))) != nil else { return }
+                    }
+                },
+                logger: logger, onRunning: { allRunning.arrive() })
+            try await Runner.serviceGroup(services, logger: logger, signals: []).run()
+            return
+        }
         // tailscaled hands IPv4 tailnet connections to 127.0.0.1 and IPv6 ones to ::1.
         var hosts = ["127.0.0.1"]
         if EmbeddedRunner.hasIPv6Loopback() { hosts.append("::1") }
         let counter = ConnectionCounter(limits: configuration.listenerLimits)
         let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
-        let tell = self.tell
-        let logger = self.logger
         let allRunning = AllRunning(count: hosts.count + configuration.commonListenerCount) {
             tell("serving \(issuer) (the issuer relying parties use)")
             logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)"])
         }
-        var services: [any Service] = []
         for host in hosts {
             services.append(
                 configuration.listener(

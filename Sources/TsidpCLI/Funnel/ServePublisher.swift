@@ -22,16 +22,12 @@ struct ServePublisher: Service {
     /// Returns once tsidp's node runs (at once for the host's tailscaled).
     let nodeRunning: @Sendable () async -> Void
     let logger: Logger
+    /// Runs once, when the entry is first in place.
+    var onPublished: @Sendable () async -> Void = {}
     /// How often a lost session is re-established.
     var retryDelay: Duration = .seconds(2)
 
     var hostPort: String { "\(dnsName):\(port)" }
-
-    /// A problem only the operator can fix: tsidp stops with this message.
-    struct Refusal: Error, CustomStringConvertible {
-        var message: String
-        var description: String { message }
-    }
 
     func run() async throws {
         guard let target = await target() else { return }
@@ -39,16 +35,17 @@ struct ServePublisher: Service {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             await nodeRunning()
             do {
-                try await holdSession(target: target)
+                try await holdSession(target: target, firstTime: !published)
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
                 logger.warning(
                     "tailscaled ended the Funnel session; publishing again", metadata: ["host": "\(hostPort)"])
-            } catch let refusal as Refusal {
+            } catch let refusal as UsageError {
+                // Only the operator can fix this: tsidp stops with the message (status 2).
                 throw refusal
             } catch {
                 if Task.isShuttingDownGracefully || Task.isCancelled { return }
                 if !published {
-                    throw Refusal(message: "cannot turn on Funnel through tailscaled's serve config: \(error)")
+                    throw UsageError("cannot turn on Funnel through tailscaled's serve config: \(error)")
                 }
                 logger.warning(
                     "Funnel session lost; publishing again in \(retryDelay)", metadata: ["error": "\(error)"])
@@ -64,10 +61,10 @@ struct ServePublisher: Service {
 
     /// Opens a bus session, publishes the config under it, and holds the session until tailscaled
     /// ends it or shutdown begins (then the entry is removed first).
-    func holdSession(target: String) async throws {
+    func holdSession(target: String, firstTime: Bool) async throws {
         let status = try await localAPI.status()
         if let refusal = status.selfNode.map({ $0.funnelRefusal(port: port) }) ?? "tailscaled reports no node" {
-            throw Refusal(message: "--funnel: \(refusal)")
+            throw UsageError("--funnel: \(refusal)")
         }
         let bus = try await localAPI.watchIPNBus(mask: 2)
         var notifications = bus.makeAsyncIterator()
@@ -79,6 +76,7 @@ struct ServePublisher: Service {
         logger.info(
             "Funnel is on: tailscaled terminates HTTPS and proxies to tsidp",
             metadata: ["url": "https://\(hostPort)", "proxy": "\(target)"])
+        if firstTime { await onPublished() }
 
         let reading = Task {
             var rest = notifications
@@ -103,9 +101,8 @@ struct ServePublisher: Service {
         for _ in 0..<8 {
             let (config, etag) = try await localAPI.serveConfig()
             if config.claims(port: port, hostPort: hostPort, exceptSession: session) {
-                throw Refusal(
-                    message:
-                        "--funnel: tailscaled already serves port \(port) (its serve config): remove that with `tailscale serve reset`, or choose another --port"
+                throw UsageError(
+                    "--funnel: tailscaled already serves port \(port) (its serve config): remove that with `tailscale serve reset`, or choose another --port"
                 )
             }
             var updated = config
@@ -116,9 +113,8 @@ struct ServePublisher: Service {
             } catch LocalAPIError.preconditionFailed {
                 continue  // someone changed it between read and write: read again
             } catch LocalAPIError.accessDenied(let message) {
-                throw Refusal(
-                    message:
-                        "--funnel: tailscaled refused to change its serve config (\(message)); run tsidp as root or as the operator user (`tailscale set --operator=$USER`)"
+                throw UsageError(
+                    "--funnel: tailscaled refused to change its serve config (\(message)); run tsidp as root or as the operator user (`tailscale set --operator=$USER`)"
                 )
             }
         }
