@@ -80,12 +80,16 @@ public struct TsidpCommand: ParsableCommand {
     public var dir: String?
 
     @Option(
-        name: .customLong("state"), help: "State store: a file path or kube:<secret>. Env: TS_STATE. (default: none)")
+        name: .customLong("state"),
+        help:
+            "Embedded node: tailscaled's state store, a file path or kube:<secret>. Env: TS_STATE. (default: none)")
     public var state: String?
 
     @Flag(
         name: .customLong("funnel"), inversion: .prefixedNo,
-        help: "Expose tsidp over Tailscale Funnel. Env: TSIDP_USE_FUNNEL. (default: false)")
+        help:
+            "Expose discovery, JWKS, token, userinfo, introspection and revocation over Tailscale Funnel. Env: TSIDP_USE_FUNNEL. (default: false)"
+    )
     public var funnel: Bool?
 
     @Flag(

@@ -44,3 +44,26 @@ struct LoopbackPeerOwnerTests {
         #endif
     }
 }
+
+@Suite("Trusting tailscaled's proxy by its user")
+struct LoopbackOwnerTrustTests {
+    @Test("a loopback connection of the named user is trusted; of another user, or not loopback, it is not")
+    func trust() async throws {
+        #if os(Linux)
+            let group = MultiThreadedEventLoopGroup.singleton
+            let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+            defer { _ = server.close() }
+            let client = try await ClientBootstrap(group: group).connect(to: server.localAddress!).get()
+            defer { _ = client.close() }
+            // Seen from the listener: the peer is the client's end, the local end is the server's.
+            let peer = client.localAddress
+            let local = client.remoteAddress
+            #expect(ForwardedTrust.loopbackOwner(uid: getuid()).trusts(peer, local: local))
+            #expect(!ForwardedTrust.loopbackOwner(uid: getuid() &+ 1).trusts(peer, local: local))
+            #expect(!ForwardedTrust.loopbackOwner(uid: getuid()).trusts(peer, local: nil), "no local end: no answer")
+            let outside = try SocketAddress(ipAddress: "100.64.0.1", port: 40000)
+            #expect(!ForwardedTrust.loopbackOwner(uid: getuid()).trusts(outside, local: local))
+            #expect(!ForwardedTrust.loopbackOwner(uid: getuid()).trustsUnixSocketPeers)
+        #endif
+    }
+}
