@@ -1100,3 +1100,34 @@ def test_auth_key_reaches_neither_output_nor_tailscaled(embedded, scratch_dirs, 
 
 def test_auth_key_stays_out_of_the_debug_log(embedded, scratch_dirs):
     check_auth_key_stays_with_tsidp(embedded, scratch_dirs, "TS_AUTHKEY", TALKATIVE + ["--log", "debug"])
+
+
+# ---------------------------------------------------------------------------
+# 8. The loopback HTTPS listener carries the connection bounds of every listener
+# ---------------------------------------------------------------------------
+
+
+def test_loopback_listener_is_bounded_per_peer(embedded):
+    """With ``--max-connections-per-peer 2``, a third connection from the same loopback address is
+    closed as soon as it arrives, while another address still gets in: tailscaled hands every
+    tailnet connection over on loopback, so the cap counts the address the proxy map gives, as on
+    every other listener."""
+    node = embedded(args=["--max-connections-per-peer", "2"])
+    held = []
+    try:
+        for _ in range(2):
+            held.append(socket.create_connection(("127.0.0.1", node.port), timeout=5,
+                                                 source_address=(BOB_SOURCE, 0)))
+        third = socket.create_connection(("127.0.0.1", node.port), timeout=5, source_address=(BOB_SOURCE, 0))
+        held.append(third)
+        try:
+            closed = third.recv(1) == b""
+        except (ConnectionResetError, socket.timeout) as error:
+            closed = isinstance(error, ConnectionResetError)
+        assert closed, "a third connection from one address stayed open"
+        # Another address is not affected, and the held connections still work for a TLS login.
+        answer = node.session(ALICE_SOURCE).get(node.url("/.well-known/openid-configuration"))
+        assert answer.status_code == 200 and answer.json()["issuer"] == node.issuer(), answer.text[:300]
+    finally:
+        for connection in held:
+            connection.close()
