@@ -179,6 +179,9 @@ final class CertificateSource: Sendable {
         }
     }
 
+    /// When the current leaf certificate stops being valid (seconds since 1970).
+    var expiry: Int { current.withLock { $0.chain.first.map { Int($0.notValidAfter) } ?? 0 } }
+
     /// Fetches the certificate again (tailscaled renews it before it expires).
     func refresh() async throws {
         let material = try await Self.fetch(localAPI: localAPI, domain: domain)
@@ -206,15 +209,24 @@ final class CertificateSource: Sendable {
     }
 }
 
-/// Re-fetches the TLS certificate every 12 hours.
+/// Re-fetches the TLS certificate every 12 hours, and sooner as its expiry nears: tailscaled
+/// renews a certificate once a third of its lifetime is left, so asking again at a third of the
+/// remaining time (at least a minute apart) picks the renewal up well before the old one expires.
 struct CertificateRefreshService: Service {
     let source: CertificateSource
     let logger: Logger
 
+    /// How long to wait before the next fetch, for a certificate valid until `expiry`.
+    static func delay(expiry: Int, now: Int) -> Duration {
+        let third = (expiry - now) / 3
+        return .seconds(min(12 * 3600, max(60, third)))
+    }
+
     func run() async throws {
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let wait = Self.delay(expiry: source.expiry, now: Int(Date().timeIntervalSince1970))
             do {
-                try await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(12 * 3600)) }
+                try await cancelWhenGracefulShutdown { try await Task.sleep(for: wait) }
             } catch {
                 return
             }

@@ -121,3 +121,15 @@ struct EmbeddedConfigurationTests {
         try? FileManager.default.removeItem(atPath: (fallback as NSString).deletingLastPathComponent)
     }
 }
+
+@Suite("Certificate refresh")
+struct CertificateRefreshScheduleTests {
+    @Test("every 12 hours, sooner as the expiry nears, never more often than once a minute")
+    func schedule() {
+        let now = 1_800_000_000
+        #expect(CertificateRefreshService.delay(expiry: now + 90 * 86400, now: now) == .seconds(12 * 3600))
+        #expect(CertificateRefreshService.delay(expiry: now + 3 * 3600, now: now) == .seconds(3600))
+        #expect(CertificateRefreshService.delay(expiry: now + 30, now: now) == .seconds(60))
+        #expect(CertificateRefreshService.delay(expiry: now - 3600, now: now) == .seconds(60))
+    }
+}
