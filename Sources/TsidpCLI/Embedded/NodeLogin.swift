@@ -70,6 +70,12 @@ struct NodeLogin {
         if sendKey, settings.authKey == nil {
             try await localAPI.loginInteractive()
         }
+        if state == .running || state == .starting {
+            // A node that was already up (a new name or tags) may come back without saying so on
+            // the bus: ask once.
+            let status = try await localAPI.status()
+            if status.backendState == "Running" { return status }
+        }
 
         var toldURL: String?
         var toldApproval = false
