@@ -108,6 +108,17 @@ def screenshot(driver, scratch: Path, name: str) -> None:
     driver.save_screenshot(str(target / f"{name}.png"))
 
 
+def is_stale(element) -> bool:
+    """Whether ``element`` belongs to a page the browser has left."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    try:
+        element.tag_name
+        return False
+    except StaleElementReferenceException:
+        return True
+
+
 def test_consent_in_a_real_browser(chrome, site, tsidp_factory, scratch_dirs, bounded_wait):
     from selenium.webdriver.common.by import By
 
@@ -167,8 +178,11 @@ def test_consent_in_a_real_browser(chrome, site, tsidp_factory, scratch_dirs, bo
     chrome.get(tsidp.url("/consents"))
     assert client["client_id"] in chrome.page_source
     screenshot(chrome, shots, "consents")
+    before = chrome.find_element(By.TAG_NAME, "html")
     chrome.find_element(By.CSS_SELECTOR, "form[action='/consents/revoke'] button").click()
-    assert bounded_wait(lambda: urlsplit(chrome.current_url).path == "/consents", 15)
+    # The answer is a new page at the same address: wait until the old page is gone.
+    assert bounded_wait(lambda: is_stale(before), 15), "the revoke form did not load a new page"
+    assert urlsplit(chrome.current_url).path == "/consents", chrome.current_url
     assert client["client_id"] not in chrome.page_source
     chrome.get(authorize)
     assert chrome.find_element(By.TAG_NAME, "h1").text.startswith("Sign in to"), chrome.current_url
