@@ -41,6 +41,9 @@ public struct StateStoreError: Error, CustomStringConvertible, Sendable, Equatab
         case io
         /// The configuration names a back end or location that cannot be used.
         case configuration
+        /// The store has no room for the write: a Kubernetes Secret holds at most 1 MiB. Nothing
+        /// was written; writes that delete or shrink still go through.
+        case full
     }
 
     public var kind: Kind

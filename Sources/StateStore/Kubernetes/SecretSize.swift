@@ -1,0 +1,20 @@
+import Foundation
+
+/// The size of a Secret as the API server counts it against its 1 MiB limit: every data key plus
+/// its decoded value, in bytes.
+public enum SecretSize {
+    /// What Kubernetes accepts at most (`MaxSecretSize`).
+    public static let kubernetesLimit = 1 << 20
+
+    /// The bytes `data` counts for.
+    public static func bytes(of data: [String: Data]) -> Int {
+        data.reduce(0) { $0 + $1.key.utf8.count + $1.value.count }
+    }
+
+    /// `data` after `changes` (data key → new bytes, or nil to remove).
+    public static func applying(_ changes: [String: Data?], to data: [String: Data]) -> [String: Data] {
+        var result = data
+        for (key, value) in changes { result[key] = value }
+        return result
+    }
+}
