@@ -143,6 +143,9 @@ let package = Package(
             name: "StateStoreTests",
             dependencies: [
                 "StateStore", "StateStoreTesting", "AnyJSON",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],

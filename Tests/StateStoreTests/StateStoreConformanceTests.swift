@@ -8,14 +8,24 @@ enum BackEnd: String, CaseIterable, CustomTestStringConvertible, Sendable {
     case memory, directory
     /// The fault-injecting wrapper with no fault planned must behave like what it wraps.
     case faultFree = "fault-injecting (no faults)"
+    /// A Kubernetes Secret on the stand-in API server.
+    case secret = "kube Secret"
     var testDescription: String { rawValue }
 
-    func make() throws -> any StateStore {
+    /// Runs `body` with a new, empty store of this kind. The Secret back end needs the stand-in
+    /// API server: where it cannot run, `body` is not run and the test records why.
+    func withStore(_ body: (any StateStore) async throws -> Void) async throws {
         switch self {
-        case .memory: return MemoryStateStore()
-        case .directory: return try DirectoryStateStore(path: TemporaryDirectory.make())
+        case .memory: try await body(MemoryStateStore())
+        case .directory: try await body(try DirectoryStateStore(path: TemporaryDirectory.make()))
         case .faultFree:
-            return FaultInjectingStateStore(wrapping: try DirectoryStateStore(path: TemporaryDirectory.make()))
+            try await body(FaultInjectingStateStore(wrapping: try DirectoryStateStore(path: TemporaryDirectory.make())))
+        case .secret:
+            try await KubeAPIServerStandIn.with { server in
+                try await body(
+                    try await SecretStateStore.open(
+                        secretName: "tsidp-0", environment: server.environment(), logger: KubeTestLogger.quiet))
+            }
         }
     }
 }
@@ -30,52 +40,57 @@ enum TemporaryDirectory {
 struct StateStoreConformanceTests {
     @Test("read of a missing key is nil", arguments: BackEnd.allCases)
     func missing(_ backEnd: BackEnd) async throws {
-        let store = try backEnd.make()
-        #expect(try await store.read("absent.json") == nil)
+        try await backEnd.withStore { store async throws in
+            #expect(try await store.read("absent.json") == nil)
+        }
     }
 
     @Test("write then read returns the bytes; overwrite replaces them", arguments: BackEnd.allCases)
     func roundTrip(_ backEnd: BackEnd) async throws {
-        let store = try backEnd.make()
-        try await store.write("oidc-key.json", Data("one".utf8))
-        #expect(try await store.read("oidc-key.json") == Data("one".utf8))
-        try await store.write("oidc-key.json", Data("two".utf8))
-        #expect(try await store.read("oidc-key.json") == Data("two".utf8))
-        try await store.write("empty", Data())
-        #expect(try await store.read("empty") == Data())
+        try await backEnd.withStore { store async throws in
+            try await store.write("oidc-key.json", Data("one".utf8))
+            #expect(try await store.read("oidc-key.json") == Data("one".utf8))
+            try await store.write("oidc-key.json", Data("two".utf8))
+            #expect(try await store.read("oidc-key.json") == Data("two".utf8))
+            try await store.write("empty", Data())
+            #expect(try await store.read("empty") == Data())
+        }
     }
 
     @Test("a batch writes and deletes together", arguments: BackEnd.allCases)
     func batch(_ backEnd: BackEnd) async throws {
-        let store = try backEnd.make()
-        try await store.write(["a": Data("1".utf8), "b": Data("2".utf8)])
-        try await store.write(["a": .none, "c": Data("3".utf8)])
-        #expect(try await store.keys() == ["b", "c"])
-        try await store.delete("not-there")
-        #expect(try await store.read("a") == nil)
+        try await backEnd.withStore { store async throws in
+            try await store.write(["a": Data("1".utf8), "b": Data("2".utf8)])
+            try await store.write(["a": .none, "c": Data("3".utf8)])
+            #expect(try await store.keys() == ["b", "c"])
+            try await store.delete("not-there")
+            #expect(try await store.read("a") == nil)
+        }
     }
 
     @Test("invalid keys are refused and nothing is written", arguments: BackEnd.allCases)
     func invalidKeys(_ backEnd: BackEnd) async throws {
-        let store = try backEnd.make()
-        for key in ["", "../escape", "a/b", ".hidden", "sp ace", String(repeating: "k", count: 201)] {
-            await #expect(throws: StateStoreError.self, "\(key)") { try await store.write(key, Data("x".utf8)) }
-            await #expect(throws: StateStoreError.self, "\(key)") { try await store.read(key) }
+        try await backEnd.withStore { store async throws in
+            for key in ["", "../escape", "a/b", ".hidden", "sp ace", String(repeating: "k", count: 201)] {
+                await #expect(throws: StateStoreError.self, "\(key)") { try await store.write(key, Data("x".utf8)) }
+                await #expect(throws: StateStoreError.self, "\(key)") { try await store.read(key) }
+            }
+            #expect(try await store.keys().isEmpty)
         }
-        #expect(try await store.keys().isEmpty)
     }
 
     @Test("concurrent writers each land", arguments: BackEnd.allCases)
     func concurrent(_ backEnd: BackEnd) async throws {
-        let store = try backEnd.make()
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in 0..<20 {
-                group.addTask { try await store.write("key-\(i)", Data("\(i)".utf8)) }
+        try await backEnd.withStore { store async throws in
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for i in 0..<20 {
+                    group.addTask { try await store.write("key-\(i)", Data("\(i)".utf8)) }
+                }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            #expect(try await store.keys().count == 20)
+            #expect(try await store.read("key-7") == Data("7".utf8))
         }
-        #expect(try await store.keys().count == 20)
-        #expect(try await store.read("key-7") == Data("7".utf8))
     }
 }
 

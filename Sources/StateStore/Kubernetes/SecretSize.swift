@@ -17,4 +17,11 @@ public enum SecretSize {
         for (key, value) in changes { result[key] = value }
         return result
     }
+
+    /// Whether a write taking a Secret from `current` to `size` bytes may be sent when tsidp
+    /// keeps it under `limit`: never past what Kubernetes accepts, and past `limit` only when it
+    /// does not grow (a delete or a smaller value still goes through on a full Secret).
+    public static func admits(_ size: Int, from current: Int, limit: Int) -> Bool {
+        size <= kubernetesLimit && (size <= limit || size <= current)
+    }
 }

@@ -385,7 +385,7 @@ public actor SecretStateStore: StateStore {
     private func checkSize(_ target: [String: Data], current: Int) throws {
         let size = SecretSize.bytes(of: target)
         let limit = configuration.sizeLimit
-        if size > SecretSize.kubernetesLimit || (size > limit && size > current) {
+        if !SecretSize.admits(size, from: current, limit: limit) {
             throw StateStoreError(
                 .full,
                 "the state does not fit in \(where_): this write would take it to \(size) bytes, over the limit of \(limit) bytes (Kubernetes refuses a Secret over \(SecretSize.kubernetesLimit) bytes, and \(configuration.reserve) are kept free for tailscaled); nothing was written"
