@@ -89,7 +89,7 @@ final class KubeAPIServerStandIn: Sendable {
         process.standardError = FileHandle(
             forWritingAtPath: { () -> String in
                 let path = directory + "/stderr.log"
-                FileManager.default.createFile(atPath: path, contents: nil)
+                _ = FileManager.default.createFile(atPath: path, contents: nil)
                 return path
             }())
         try process.run()
@@ -105,7 +105,10 @@ final class KubeAPIServerStandIn: Sendable {
             try await Task.sleep(for: .milliseconds(10))
         }
         guard let url else {
-            if process.isRunning { process.terminate() }
+            if process.isRunning {
+                kill(process.processIdentifier, SIGKILL)
+                process.waitUntilExit()
+            }
             let output = (try? String(contentsOfFile: directory + "/stderr.log", encoding: .utf8)) ?? ""
             throw StandInError("the stand-in Kubernetes API server did not start: \(output)")
         }
@@ -116,9 +119,11 @@ final class KubeAPIServerStandIn: Sendable {
         return KubeAPIServerStandIn(directory: directory, url: url, process: process, adminToken: adminToken, tls: tls)
     }
 
+    /// Kills the stand-in and removes its folder. SIGKILL, because a child of the test process
+    /// inherits the signal mask of the thread that spawned it, where SIGTERM may be blocked.
     func stop() {
         if process.isRunning {
-            process.terminate()
+            kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
         try? FileManager.default.removeItem(atPath: directory)
@@ -144,7 +149,8 @@ final class KubeAPIServerStandIn: Sendable {
 
     /// Denies or allows verbs (`"secrets/patch": false`) and replaces the planned faults.
     func configure(rbac: [String: Bool]? = nil, faults: [Fault]? = nil) async throws {
-        _ = try await control("POST", "/fake/v1/config", body: try JSONEncoder().encode(Config(rbac: rbac, faults: faults)))
+        _ = try await control(
+            "POST", "/fake/v1/config", body: try JSONEncoder().encode(Config(rbac: rbac, faults: faults)))
     }
 
     /// One entry of the request log.

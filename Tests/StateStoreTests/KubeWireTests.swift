@@ -133,7 +133,10 @@ struct KubeWireTests {
     func size() {
         let data = ["tsidp--a": Data(count: 10), "_machinekey": Data(count: 5)]
         #expect(SecretSize.bytes(of: data) == 8 + 10 + 11 + 5)
-        #expect(SecretSize.applying(["tsidp--a": nil, "b": Data(count: 1)], to: data) == ["_machinekey": Data(count: 5), "b": Data(count: 1)])
+        #expect(
+            SecretSize.applying(["tsidp--a": nil, "b": Data(count: 1)], to: data) == [
+                "_machinekey": Data(count: 5), "b": Data(count: 1),
+            ])
         #expect(SecretSize.admits(100, from: 0, limit: 100))
         #expect(!SecretSize.admits(101, from: 0, limit: 100))
         // Over the limit already: shrinking or keeping the size is fine, growing is not.
@@ -152,9 +155,11 @@ struct KubeWireTests {
         #expect(
             KubeEventRecorder.eventName(pod: pod, reason: .updated)
                 == "tsidp-0.6f1c2e7a-0000-4bbb-9ccc-1234567890ab.tsidpstateupdated")
-        #expect(KubeEventRecorder.Reason.allCases.map(\.rawValue) == [
-            "TsidpStateLoaded", "TsidpStateLoadFailed", "TsidpStateUpdated", "TsidpStateUpdateFailed", "TsidpStateFull",
-        ])
+        #expect(
+            KubeEventRecorder.Reason.allCases.map(\.rawValue) == [
+                "TsidpStateLoaded", "TsidpStateLoadFailed", "TsidpStateUpdated", "TsidpStateUpdateFailed",
+                "TsidpStateFull",
+            ])
         #expect(KubeEventRecorder.Reason.allCases.filter { $0.type == "Normal" } == [.loaded, .updated])
         #expect(KubeEventRecorder.Reason.allCases.filter(\.isCoalesced) == [.updated])
     }
@@ -179,7 +184,10 @@ struct KubeWireTests {
         let existing = updateOnly.findings(secret: "s", exists: true)
         #expect(existing.required.isEmpty)
         #expect(existing.optional.count == 2)
-        #expect(updateOnly.findings(secret: "s", exists: false).required == ["create on secrets (the Secret does not exist yet)"])
+        #expect(
+            updateOnly.findings(secret: "s", exists: false).required == [
+                "create on secrets (the Secret does not exist yet)"
+            ])
         #expect(!updateOnly.eventsAllowed)
     }
 

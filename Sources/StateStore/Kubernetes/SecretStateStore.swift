@@ -204,7 +204,8 @@ public actor SecretStateStore: StateStore {
     // MARK: StateStore
 
     public func read(_ key: String) async throws -> Data? {
-        secret?.data[try SecretKeyMapping.dataKey(for: key)]
+        let dataKey = try SecretKeyMapping.dataKey(for: key)
+        return secret?.data[dataKey]
     }
 
     /// tsidp's keys only, mapped back; tailscaled's are never listed.
