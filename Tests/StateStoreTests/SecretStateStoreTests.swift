@@ -333,10 +333,22 @@ struct SecretStateStoreTests {
             #expect(store.recordsEvents)
             await store.flushEvents()
             _ = try await server.requests(clear: true)
-            for i in 1...3 { try await store.write("a", Data("\(i)".utf8)) }
+            func updatedCount() async throws -> JSONValue? {
+                try await server.events().first { $0["reason"]?.stringValue == "TsidpStateUpdated" }?["count"]
+            }
+            func eventWrites() async throws -> [KubeAPIServerStandIn.LoggedRequest] {
+                try await server.requests().filter { $0.path.contains("/events") && $0.method != "GET" }
+            }
+            for i in 1...3 {
+                try await store.write("a", Data("\(i)".utf8))
+                await store.eventsIdle()
+            }
+            // The first update is recorded at once; the next two wait for the interval.
+            #expect(try await eventWrites().map(\.method) == ["POST"])
+            #expect(try await updatedCount() == .int(1))
             await store.flushEvents()
-            let eventWrites = try await server.requests().filter { $0.path.contains("/events") && $0.method != "GET" }
-            #expect((1...2).contains(eventWrites.count), "\(eventWrites)")
+            #expect(try await eventWrites().map(\.method) == ["POST", "PATCH"])
+            #expect(try await updatedCount() == .int(3))
 
             try await server.configure(faults: [.init(method: "PATCH", path: "/secrets/", status: 500)])
             await #expect(throws: StateStoreError.self) { try await store.write("a", Data("4".utf8)) }
@@ -368,6 +380,24 @@ struct SecretStateStoreTests {
             let failed = try #require(event("TsidpStateUpdateFailed"))
             #expect(failed["type"]?.stringValue == "Warning")
             #expect(failed["message"]?.stringValue?.contains("injected fault") == true)
+        }
+    }
+
+    @Test("coalesced updates are delivered by themselves once the interval has passed")
+    func coalescedDelivery() async throws {
+        try await KubeAPIServerStandIn.with { server in
+            var configuration = SecretStateStore.Configuration()
+            configuration.updateEventInterval = .milliseconds(300)
+            let store = try await Self.open(server, Self.pod, configuration: configuration)
+            for i in 1...3 { try await store.write("a", Data("\(i)".utf8)) }
+            // No flush: wait (bounded) for the recorder's own timer to deliver the rest.
+            var count: JSONValue?
+            for _ in 0..<200 {
+                count = try await server.events().first { $0["reason"]?.stringValue == "TsidpStateUpdated" }?["count"]
+                if count == .int(3) { break }
+                try await Task.sleep(for: .milliseconds(25))
+            }
+            #expect(count == .int(3))
         }
     }
 

@@ -252,6 +252,11 @@ public actor SecretStateStore: StateStore {
         await events?.flush()
     }
 
+    /// Returns when no Event delivery is running (tests wait for it instead of sleeping).
+    func eventsIdle() async {
+        await events?.idle()
+    }
+
     /// Whether Events are recorded.
     public nonisolated var recordsEvents: Bool { events != nil }
 
