@@ -234,4 +234,25 @@ struct KubeWireTests {
         let empty = try JSONDecoder().decode(KubeSecret.self, from: Data(#"{"metadata":{"name":"x"}}"#.utf8))
         #expect(!empty.hasDataMap && empty.data.isEmpty)
     }
+
+    @Test("the token is read again when the kubelet replaces its file, trimmed, and an empty one is refused")
+    func tokenFile() throws {
+        let directory = TemporaryDirectory.make()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/token"
+        try Data("first\n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        let token = BearerTokenFile(path: path)
+        #expect(try token.current() == "first")
+        #expect(!token.reload())
+        try Data("second".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        #expect(try token.current() == "second")
+        try Data("third".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        #expect(token.reload())
+        #expect(try token.current() == "third")
+        try Data(" \n".utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
+        #expect(throws: StateStoreError.self) { try token.current() }
+        try FileManager.default.removeItem(atPath: path)
+        #expect(throws: StateStoreError.self) { try token.current() }
+    }
 }

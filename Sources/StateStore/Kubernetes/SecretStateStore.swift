@@ -93,14 +93,14 @@ public actor SecretStateStore: StateStore {
         kube.requestTimeout = configuration.requestTimeout
         let client = try KubeClient(configuration: kube)
         let namespace = client.namespace
-        let where_ = "Secret \(namespace)/\(secretName)"
+        let location = "Secret \(namespace)/\(secretName)"
 
         var pod: KubeEventRecorder.Pod?
         if let name = environment["POD_NAME"], !name.isEmpty, let uid = environment["POD_UID"], !uid.isEmpty {
             pod = .init(name: name.lowercased(), uid: uid.lowercased(), namespace: namespace)
         }
         let permissions = try await checkPermissions(
-            client: client, secret: secretName, events: pod != nil, logger: logger, where_: where_)
+            client: client, secret: secretName, events: pod != nil, logger: logger, location: location)
         var events: KubeEventRecorder?
         if let pod, permissions.eventsAllowed {
             events = KubeEventRecorder(
@@ -120,7 +120,7 @@ public actor SecretStateStore: StateStore {
                 await events?.flush()
                 let kind: StateStoreError.Kind =
                     error.kind == .forbidden || error.kind == .unauthorized ? .configuration : .io
-                throw StateStoreError(kind, "cannot load the state from \(where_): \(error)")
+                throw StateStoreError(kind, "cannot load the state from \(location): \(error)")
             }
         }
         let findings = permissions.findings(secret: secretName, exists: loaded.map { $0 != nil })
@@ -132,7 +132,7 @@ public actor SecretStateStore: StateStore {
         }
         if !findings.optional.isEmpty {
             logger.warning(
-                "the service account lacks optional permissions on \(where_): \(findings.optional.joined(separator: "; "))"
+                "the service account lacks optional permissions on \(location): \(findings.optional.joined(separator: "; "))"
             )
         }
         if pod == nil {
@@ -146,12 +146,12 @@ public actor SecretStateStore: StateStore {
         let keys = secret.map { $0.data.keys.compactMap(SecretKeyMapping.stateKey(for:)).count } ?? 0
         let bytes = secret.map { SecretSize.bytes(of: $0.data) } ?? 0
         if secret == nil {
-            logger.info("\(where_) does not exist yet; it is created at the first write")
+            logger.info("\(location) does not exist yet; it is created at the first write")
             await events?.record(
                 .loaded, message: "Secret \(secretName) does not exist yet; tsidp creates it at its first write")
         } else {
             logger.info(
-                "loaded the state from \(where_)",
+                "loaded the state from \(location)",
                 metadata: ["keys": "\(keys)", "bytes": "\(bytes)", "limit": "\(configuration.sizeLimit)"])
             await events?.record(.loaded, message: "Loaded tsidp's state from Secret \(secretName) (\(keys) keys)")
         }
@@ -161,7 +161,7 @@ public actor SecretStateStore: StateStore {
 
     /// Asks the API server, in parallel, what the service account may do.
     private static func checkPermissions(
-        client: KubeClient, secret: String, events: Bool, logger: Logger, where_: String
+        client: KubeClient, secret: String, events: Bool, logger: Logger, location: String
     ) async throws -> SecretPermissions {
         typealias Attributes = SelfSubjectAccessReview.ResourceAttributes
         let namespace = client.namespace
@@ -187,11 +187,11 @@ public actor SecretStateStore: StateStore {
         } catch let error as KubeError where error.kind == .forbidden || error.kind == .notFound {
             // A cluster that does not let accounts review their own access: find out on use.
             logger.warning(
-                "cannot check the service account's permissions on \(where_) (\(error)); carrying on without the check")
+                "cannot check the service account's permissions on \(location) (\(error)); carrying on without the check")
             for label in questions.keys { answers[label] = true }
         } catch let error as KubeError {
             let kind: StateStoreError.Kind = error.kind == .unauthorized ? .configuration : .io
-            throw StateStoreError(kind, "cannot check the service account's permissions on \(where_): \(error)")
+            throw StateStoreError(kind, "cannot check the service account's permissions on \(location): \(error)")
         }
         return SecretPermissions(
             get: answers["get"] ?? false, update: answers["update"] ?? false, patch: answers["patch"] ?? false,
@@ -230,7 +230,7 @@ public actor SecretStateStore: StateStore {
             let reason = (error as? KubeError)?.description ?? "\(error)"
             await events?.record(
                 .updateFailed, message: "Cannot update tsidp's state in Secret \(secretName): \(reason)")
-            throw StateStoreError(.io, "cannot write the state to \(where_): \(reason)")
+            throw StateStoreError(.io, "cannot write the state to \(location): \(reason)")
         }
         if wrote {
             noteSize()
@@ -262,7 +262,7 @@ public actor SecretStateStore: StateStore {
 
     // MARK: Writing
 
-    private var where_: String { "Secret \(namespace)/\(secretName)" }
+    private var location: String { "Secret \(namespace)/\(secretName)" }
 
     /// Applies `changes` (data keys) to the Secret; returns whether anything was sent.
     private func apply(_ changes: [String: Data?]) async throws -> Bool {
@@ -283,7 +283,7 @@ public actor SecretStateStore: StateStore {
                                 KubeSecret(name: secretName, namespace: namespace, data: values))
                         },
                         expecting: values)
-                    logger.info("created \(where_)")
+                    logger.info("created \(location)")
                     return true
                 } catch let error as KubeError where error.kind == .conflict && attempts <= 2 {
                     // Another process (tailscaled, another tsidp) created it first: carry on with it.
@@ -310,7 +310,7 @@ public actor SecretStateStore: StateStore {
                     return true
                 } catch let error as KubeError where error.kind == .forbidden || error.kind == .unsupportedMediaType {
                     logger.warning(
-                        "patching \(where_) was refused (\(error)); writing with read and replace from now on")
+                        "patching \(location) was refused (\(error)); writing with read and replace from now on")
                     canPatch = false
                     continue
                 } catch let error as KubeError where error.kind == .notFound && attempts <= 2 {
@@ -347,7 +347,7 @@ public actor SecretStateStore: StateStore {
             } catch let error as KubeError where error.kind == .conflict && conflicts < configuration.conflictRetries {
                 conflicts += 1
                 logger.debug(
-                    "\(where_) changed since it was read; reading it again", metadata: ["attempt": "\(conflicts)"])
+                    "\(location) changed since it was read; reading it again", metadata: ["attempt": "\(conflicts)"])
                 continue
             } catch let error as KubeError where error.kind == .notFound && attempts <= 2 {
                 secret = nil
@@ -366,7 +366,7 @@ public actor SecretStateStore: StateStore {
             secret = try await request()
         } catch let error as KubeError where error.kind == .malformedAnswer {
             logger.warning(
-                "the API server's answer to a write of \(where_) does not decode; reading it again before the next write"
+                "the API server's answer to a write of \(location) does not decode; reading it again before the next write"
             )
             var assumed = secret ?? KubeSecret(name: secretName, namespace: namespace, data: [:])
             assumed.data = data
@@ -394,7 +394,7 @@ public actor SecretStateStore: StateStore {
         if !SecretSize.admits(size, from: current, limit: limit) {
             throw StateStoreError(
                 .full,
-                "the state does not fit in \(where_): this write would take it to \(size) bytes, over the limit of \(limit) bytes (Kubernetes refuses a Secret over \(SecretSize.kubernetesLimit) bytes, and \(configuration.reserve) are kept free for tailscaled); nothing was written"
+                "the state does not fit in \(location): this write would take it to \(size) bytes, over the limit of \(limit) bytes (Kubernetes refuses a Secret over \(SecretSize.kubernetesLimit) bytes, and \(configuration.reserve) are kept free for tailscaled); nothing was written"
             )
         }
     }
@@ -407,7 +407,7 @@ public actor SecretStateStore: StateStore {
             guard !warnedNearFull else { return }
             warnedNearFull = true
             logger.warning(
-                "\(where_) is nearly full: \(size) of \(limit) bytes; writes that would pass the limit are refused")
+                "\(location) is nearly full: \(size) of \(limit) bytes; writes that would pass the limit are refused")
         } else if size * 10 < limit * 8 {
             warnedNearFull = false
         }
