@@ -29,10 +29,8 @@ callers from the internet), and check:
    direct peer's ``X-Forwarded-For`` and ``Tailscale-User-Login`` change nothing.
 
 The two tests of who may name the caller run on a "busy host": 64 extra listening sockets, which
-the kernel lists in /proc/net/tcp before any connection. They are ``xfail(strict=True)``: tsidp
-reads only the first page of that file (see ``PEER_OWNER_BUG``), so on such a host it never finds
-the proxy connection's owner. Once that is fixed they pass, and strict xfail turns that into a
-failure, a reminder to remove the marks.
+the kernel lists in /proc/net/tcp before any connection, so tsidp must read the whole table (the
+kernel hands it out a page at a time) to find the proxy connection's owner.
 
 A second local user is played with ``setpriv --reuid=65534 --regid=65534 --clear-groups``; without
 root or setpriv the tests that need it skip, or fail under ``TSIDP_REQUIRE_INTEROP=1``. Every
@@ -651,14 +649,10 @@ def check_funnel_gate(issuer: str, proxy_port: int, client: Client) -> None:
 # ---------------------------------------------------------------------------
 
 
-# tsidp finds the owner of a proxy connection in /proc/net/tcp but reads only the first page of it
-# (about 27 rows), and the kernel lists every listening socket before any connection: on a host
-# with that many listening sockets no connection is ever found, so no X-Forwarded-For is believed.
-PEER_OWNER_BUG = (
-    "tsidp bug: LoopbackPeerOwner reads /proc/net/tcp with FileManager.contents(atPath:), which returns "
-    "only the first page (~4050 bytes, ~27 rows) of the procfs file; behind more listening sockets than "
-    "that, the proxy connection's row is never found, so tailscaled's X-Forwarded-For is ignored and "
-    "tailnet callers are not identified")
+# tsidp finds the owner of a proxy connection in /proc/net/tcp, which the kernel hands out a page
+# (about 27 rows) at a time and in which every listening socket comes before any connection: the
+# tests of who may name the caller open many listening sockets first, so that a reader that stops
+# after the first page never finds the connection.
 
 
 class ManyListeningSockets:
@@ -785,7 +779,6 @@ def test_embedded_funnel_entry_gate_and_shutdown(embedded, own_standins, scratch
     assert persisted_serve_config(own_standins, state_dir) == UNRELATED
 
 
-@pytest.mark.xfail(strict=True, reason=PEER_OWNER_BUG)
 def test_embedded_funnel_caller_named_by_the_proxy(embedded, busy_host, missing_tool_policy):
     """A full tailnet sign-in through the proxy port: tsidp's own user (root here) is tailscaled's."""
     user = second_user(missing_tool_policy)
@@ -1011,7 +1004,6 @@ def test_local_tailscaled_funnel_entry_and_session(own_standins, local_tsidp, mi
     assert split_foreground(standin.serve_config()) == (UNRELATED, {}), standin.serve_config()
 
 
-@pytest.mark.xfail(strict=True, reason=PEER_OWNER_BUG)
 def test_local_tailscaled_funnel_trusts_the_daemons_user(own_standins, local_tsidp, busy_host,
                                                         missing_tool_policy):
     """tailscaled (uid 65534) and tsidp (root) are different users: only uid 65534's connections to

@@ -29,10 +29,17 @@ struct LoopbackPeerOwnerTests {
         #expect(LoopbackPeerOwner.find(in: table, from: "0100007F:D432", to: "0100007F:1F90") == nil)
     }
 
-    @Test("a live loopback connection is owned by this process's user")
+    @Test("a live loopback connection is owned by this process's user, behind many listening sockets")
     func live() async throws {
         #if os(Linux)
             let group = MultiThreadedEventLoopGroup.singleton
+            // The kernel lists listening sockets first and hands the table out a page at a time:
+            // with this many ahead of it, the connection's row is only found by reading to the end.
+            var listeners: [any Channel] = []
+            for _ in 0..<80 {
+                listeners.append(try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get())
+            }
+            defer { for listener in listeners { _ = listener.close() } }
             let server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: "127.0.0.1", port: 0).get()
