@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import threading
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -261,6 +264,56 @@ def test_namespace_flag_and_sigterm(start_fake):
     assert api.process.popen.wait(timeout=30) == 0
     assert not (api.directory / "url").exists()
     assert "kube-apiserver stopped" in api.log()
+
+
+def test_keep_alive_and_body_limit(fake):
+    """Several requests on one TLS connection (HTTP/1.1 keep-alive), a Go-style body with a trailing
+    newline, and the API server's 3 MiB request-body limit."""
+    address = urlsplit(fake.url)
+    context = ssl.create_default_context(cafile=fake.ca)
+    connection = http.client.HTTPSConnection(address.hostname, address.port, context=context, timeout=HTTP_TIMEOUT)
+    try:
+        headers = {"Authorization": f"Bearer {fake.token()}", "Accept": "application/json",
+                   "Content-Type": "application/json"}
+        connection.request("POST", SECRETS, body=json.dumps({"metadata": {"name": "tailscale"}}) + "\n",
+                           headers=headers)
+        first = connection.getresponse()
+        assert first.status == 201 and first.getheader("Connection") != "close"
+        first.read()
+        socket_before = connection.sock
+        assert socket_before is not None
+        for _ in range(3):
+            connection.request("GET", f"{SECRETS}/tailscale", headers=headers)
+            answer = connection.getresponse()
+            assert answer.status == 200 and json.loads(answer.read())["metadata"]["name"] == "tailscale"
+            assert connection.sock is socket_before  # the same connection served them all
+        # A body sent with chunked transfer encoding, as a streaming client would.
+        chunks = iter([b'{"data":{"k":', b'"dg=="}}', b"\n"])
+        connection.request("PATCH", f"{SECRETS}/tailscale", body=chunks, encode_chunked=True,
+                           headers=dict(headers, **MERGE_PATCH))
+        patched = connection.getresponse()
+        assert patched.status == 200 and json.loads(patched.read())["data"] == {"k": "dg=="}
+        assert connection.sock is socket_before
+    finally:
+        connection.close()
+
+    too_big = fake.api.post(fake.url + SECRETS, data=b"{" + b" " * (3 * MIB) + b"}",
+                            headers={"Content-Type": "application/json"})
+    assert too_big.status_code == 413 and status_of(too_big)["reason"] == "RequestEntityTooLarge"
+    assert fake.requests_seen()[-1]["status"] == 413
+
+
+def test_dry_run_stores_nothing(fake):
+    created = fake.create_secret("tailscale", {"k": b"v"})
+    dry_create = fake.post(SECRETS + "?dryRun=All", {"metadata": {"name": "dry"}})
+    assert dry_create.status_code == 201 and dry_create.json()["metadata"]["name"] == "dry"
+    assert fake.get(f"{SECRETS}/dry").status_code == 404
+    dry_patch = fake.api.patch(fake.url + f"{SECRETS}/tailscale?dryRun=All", data=json.dumps({"data": {"k": None}}),
+                               headers=MERGE_PATCH)
+    assert dry_patch.status_code == 200 and "data" not in dry_patch.json()
+    assert fake.secret("tailscale") == created
+    assert fake.delete(f"{SECRETS}/tailscale?dryRun=All").status_code == 200
+    assert fake.secret("tailscale") == created
 
 
 # ---------------------------------------------------------------------------
@@ -808,8 +861,16 @@ def test_kubectl_reads_and_edits_what_the_api_wrote(fake, kubectl):
     assert after_merge["data"] == {"_current-profile": b64(b"profile-a1b2"), "extra": b64(b"x")}
     assert new_version(after_json, after_merge)
 
+    # kubectl's default patch type is a strategic merge patch.
+    kubectl("patch", "secret", "tailscale", "-p", json.dumps({"metadata": {"labels": {"app": "idp"}}}))
+    after_strategic = fake.secret("tailscale")
+    assert after_strategic["metadata"]["labels"] == {"app": "idp"} and after_strategic["data"] == after_merge["data"]
+    assert new_version(after_merge, after_strategic)
+    after_merge = after_strategic
+
     patches = [e for e in fake.requests_seen() if e["method"] == "PATCH"]
-    assert [e["content_type"] for e in patches] == ["application/json-patch+json", "application/merge-patch+json"]
+    assert [e["content_type"] for e in patches] == ["application/json-patch+json", "application/merge-patch+json",
+                                                    "application/strategic-merge-patch+json"]
 
     failing = kubectl("patch", "secret", "tailscale", "--type=json",
                       "-p", '[{"op":"test","path":"/data/extra","value":"bm8="}]', check=False)
