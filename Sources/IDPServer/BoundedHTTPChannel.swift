@@ -46,6 +46,8 @@ public struct BoundedHTTPChannel: ServerChildChannel {
 
     /// Admits (or refuses and closes) the connection, then sets up TLS and HTTP/1.1.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        // Who owns a loopback connection is asked of the kernel once, here, not per request.
+        forwardedTrust.connectionOpened(channel)
         let address = channel.remoteAddress?.ipAddress
         let peer = address ?? "local"
         let perPeerCap = address != nil && !forwardedTrust.trusts(channel.remoteAddress, local: channel.localAddress)

@@ -74,3 +74,28 @@ struct LoopbackOwnerTrustTests {
         #endif
     }
 }
+
+@Suite("Loopback owners remembered per connection")
+struct LoopbackConnectionOwnersTests {
+    @Test("the owner is looked up when the connection opens and forgotten when it closes")
+    func lifetime() async throws {
+        #if os(Linux)
+            let group = MultiThreadedEventLoopGroup.singleton
+            let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+            defer { _ = server.close() }
+            let client = try await ClientBootstrap(group: group).connect(to: server.localAddress!).get()
+            let peer = try #require(client.remoteAddress)
+            let local = try #require(client.localAddress)
+            let trust = ForwardedTrust.loopbackOwner(uid: getuid())
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == nil)
+            trust.connectionOpened(client)
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == getuid())
+            // Other rules never ask the kernel.
+            ForwardedTrust.nobody.connectionOpened(client)
+            try await client.close()
+            // Callbacks run in the order they were added: the store's runs before this one.
+            try await client.closeFuture.get()
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == nil)
+        #endif
+    }
+}
