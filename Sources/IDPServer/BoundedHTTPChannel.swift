@@ -1,6 +1,8 @@
 import HummingbirdCore
 import Logging
 import NIOCore
+import NIOHTTP1
+import NIOHTTPTypesHTTP1
 
 /// HTTP/1.1 under ``ListenerLimits``: a connection beyond the per-peer or total cap is closed as
 /// soon as it is accepted, and every admitted connection is watched by
@@ -46,6 +48,8 @@ public struct BoundedHTTPChannel: ServerChildChannel {
 
     /// Admits (or refuses and closes) the connection, then sets up TLS and HTTP/1.1.
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        // Who owns a loopback connection is asked of the kernel once, here, not per request.
+        forwardedTrust.connectionOpened(channel)
         let address = channel.remoteAddress?.ipAddress
         let peer = address ?? "local"
         let perPeerCap = address != nil && !forwardedTrust.trusts(channel.remoteAddress, local: channel.localAddress)
@@ -74,6 +78,12 @@ public struct BoundedHTTPChannel: ServerChildChannel {
             try channel.pipeline.syncOperations.addHandler(RequestBytesProbe())
         }.flatMap {
             base.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            // HTTP/1.0 requests end their connection unless they ask to keep it; the HTTP/1.1
+            // handler only closes on `Connection: close`, which this adds for them.
+            let codec = try channel.pipeline.syncOperations.handler(type: HTTP1ToHTTPServerCodec.self)
+            try channel.pipeline.syncOperations.addHandler(HTTP10ConnectionHandler(), position: .before(codec))
+            return value
         }.flatMapErrorThrowing { error in
             channel.close(promise: nil)
             throw error
@@ -83,5 +93,22 @@ public struct BoundedHTTPChannel: ServerChildChannel {
     /// Serves the connection's requests.
     public func handle(value: Value, logger: Logger) async {
         await base.handle(value: value, logger: logger)
+    }
+}
+
+/// Marks an HTTP/1.0 request that does not ask for keep-alive with `Connection: close`, so that
+/// the connection ends after its answer as HTTP/1.0 clients (health probes, `ab`) expect, instead
+/// of waiting for the idle timeout.
+final class HTTP10ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundOut = HTTPServerRequestPart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var part = unwrapInboundIn(data)
+        if case .head(var head) = part, head.version.major == 1, head.version.minor == 0, !head.isKeepAlive {
+            head.headers.replaceOrAdd(name: "connection", value: "close")
+            part = .head(head)
+        }
+        context.fireChannelRead(wrapInboundOut(part))
     }
 }

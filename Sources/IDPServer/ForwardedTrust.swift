@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Which connections come from a reverse proxy whose `X-Forwarded-For` tsidp believes: peers
@@ -37,6 +38,20 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
     /// program's). Where the system does not say who owns a connection, nothing is trusted.
     public static func loopbackOwner(uid: UInt32) -> ForwardedTrust { ForwardedTrust(.loopbackOwner(uid: uid)) }
 
+    /// Called once per accepted connection: for a rule that asks the kernel who owns the
+    /// connection, the answer is looked up now and remembered until `channel` closes, so that the
+    /// requests on it do not each read the socket table.
+    public func connectionOpened(_ channel: any Channel) {
+        guard case .loopbackOwner = rule, let peer = channel.remoteAddress, let local = channel.localAddress,
+            let address = IPAddress(peer), address.isLoopback,
+            let owner = LoopbackPeerOwner.uid(peer: peer, local: local)
+        else { return }
+        LoopbackConnectionOwners.shared.remember(owner, peer: peer, local: local)
+        channel.closeFuture.whenComplete { _ in
+            LoopbackConnectionOwners.shared.forget(peer: peer, local: local)
+        }
+    }
+
     /// The ranges trusted by address.
     public var networks: [IPNetwork] {
         if case .peers(let networks, _) = rule { return networks }
@@ -63,6 +78,7 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
             return true
         case .loopbackOwner(let uid):
             guard let peer, let address = IPAddress(peer), address.isLoopback else { return false }
+            if let known = LoopbackConnectionOwners.shared.owner(peer: peer, local: local) { return known == uid }
             return LoopbackPeerOwner.uid(peer: peer, local: local) == uid
         case .peers(let networks, let unixSockets):
             guard let peer else { return false }
@@ -83,5 +99,35 @@ public struct ForwardedTrust: Sendable, Equatable, CustomStringConvertible {
             let parts = networks.map(\.description) + (unixSockets ? ["unix"] : [])
             return parts.isEmpty ? "none" : parts.joined(separator: ",")
         }
+    }
+}
+
+/// The owners of the loopback connections a `loopbackOwner` listener has open, by their two
+/// addresses; an entry lives exactly as long as its connection, so a later connection from the
+/// same port never inherits it.
+final class LoopbackConnectionOwners: Sendable {
+    static let shared = LoopbackConnectionOwners()
+    private let owners = NIOLockedValueBox<[String: UInt32]>([:])
+
+    private static func key(_ peer: SocketAddress, _ local: SocketAddress?) -> String? {
+        guard let local, let peerIP = peer.ipAddress, let peerPort = peer.port, let localIP = local.ipAddress,
+            let localPort = local.port
+        else { return nil }
+        return "\(peerIP):\(peerPort)>\(localIP):\(localPort)"
+    }
+
+    func remember(_ owner: UInt32, peer: SocketAddress, local: SocketAddress) {
+        guard let key = Self.key(peer, local) else { return }
+        owners.withLockedValue { $0[key] = owner }
+    }
+
+    func forget(peer: SocketAddress, local: SocketAddress) {
+        guard let key = Self.key(peer, local) else { return }
+        _ = owners.withLockedValue { $0.removeValue(forKey: key) }
+    }
+
+    func owner(peer: SocketAddress, local: SocketAddress?) -> UInt32? {
+        guard let key = Self.key(peer, local) else { return nil }
+        return owners.withLockedValue { $0[key] }
     }
 }

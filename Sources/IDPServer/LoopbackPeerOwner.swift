@@ -14,9 +14,29 @@ public enum LoopbackPeerOwner {
         guard let peer, let local, let peerIP = peer.ipAddress, let peerPort = peer.port,
             let localIP = local.ipAddress, let localPort = local.port,
             let peerKey = key(ip: peerIP, port: peerPort), let localKey = key(ip: localIP, port: localPort),
-            let data = FileManager.default.contents(atPath: table)
+            let data = readWhole(table)
         else { return nil }
         return find(in: String(decoding: data, as: UTF8.self), from: peerKey, to: localKey)
+    }
+
+    /// The whole of a `/proc` file. Such files report a size of 0 and hand out their content a
+    /// page at a time, so they are read until `read` says there is no more (a single read, as
+    /// some file APIs do, sees only the first rows).
+    static func readWhole(_ path: String) -> Data? {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        var result = Data()
+        var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(descriptor, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                return nil
+            }
+            if count == 0 { return result }
+            result.append(contentsOf: buffer[0..<count])
+        }
     }
 
     /// The `/proc/net/tcp` spelling of an IPv4 address and port: the address as the kernel's

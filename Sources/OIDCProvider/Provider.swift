@@ -27,6 +27,15 @@ public struct ProviderConfiguration: Sendable {
         get { grantCompaction.maximumJournalEntries }
         set { grantCompaction.maximumJournalEntries = max(1, newValue) }
     }
+    /// The most bytes of grant journal, whatever the size of the buckets (nil: no cap beyond the
+    /// default rule). Set for stores with a size limit of their own, such as a Kubernetes Secret.
+    public var grantJournalMaximumBytes: Int? {
+        get { grantCompaction.maximumJournalBytes == .max ? nil : grantCompaction.maximumJournalBytes }
+        set {
+            grantCompaction.maximumJournalBytes = newValue.map { max(1, $0) } ?? .max
+            if let newValue { grantCompaction.minimumJournalBytes = min(grantCompaction.minimumJournalBytes, newValue) }
+        }
+    }
     /// Records a sweep removes per journal entry.
     var sweepBatch = 2_000
 

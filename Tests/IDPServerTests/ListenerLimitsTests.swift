@@ -44,6 +44,30 @@ struct ListenerLimitsTests {
         }
     }
 
+    @Test("an HTTP/1.0 request without keep-alive ends its connection; with keep-alive, or HTTP/1.1, it stays")
+    func http10() async throws {
+        try await BoundedListenerHarness.run(limits: Self.limits(perPeer: 8)) { harness in
+            let plain = try await RawConnection.open(port: harness.port, from: "127.0.0.1")
+            try await plain.send("GET /healthz/live HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            #expect(await plain.statusLine() == "HTTP/1.1 200 OK")
+            #expect(await plain.waitForClose(), "an HTTP/1.0 connection stayed open after its answer")
+            let kept = try await RawConnection.open(port: harness.port, from: "127.0.0.1")
+            try await kept.send("GET /healthz/live HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+            #expect(await kept.statusLine() == "HTTP/1.1 200 OK")
+            let modern = try await RawConnection.open(port: harness.port, from: "127.0.0.1")
+            try await modern.send("GET /healthz/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            #expect(await modern.statusLine() == "HTTP/1.1 200 OK")
+            // Both still answer a second request on the same connection.
+            try await kept.send("GET /healthz/live HTTP/1.0\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n")
+            try await modern.send("GET /healthz/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            #expect(await kept.wait { text, _ in text.components(separatedBy: "HTTP/1.1 200 OK").count == 3 })
+            #expect(await modern.wait { text, _ in text.components(separatedBy: "HTTP/1.1 200 OK").count == 3 })
+            #expect(!kept.isClosed && !modern.isClosed)
+            await kept.close()
+            await modern.close()
+        }
+    }
+
     @Test("a normal request from another address succeeds while one peer exhausts its cap")
     func otherPeerServed() async throws {
         try await BoundedListenerHarness.run(limits: Self.limits(perPeer: 3)) { harness in

@@ -29,10 +29,17 @@ struct LoopbackPeerOwnerTests {
         #expect(LoopbackPeerOwner.find(in: table, from: "0100007F:D432", to: "0100007F:1F90") == nil)
     }
 
-    @Test("a live loopback connection is owned by this process's user")
+    @Test("a live loopback connection is owned by this process's user, behind many listening sockets")
     func live() async throws {
         #if os(Linux)
             let group = MultiThreadedEventLoopGroup.singleton
+            // The kernel lists listening sockets first and hands the table out a page at a time:
+            // with this many ahead of it, the connection's row is only found by reading to the end.
+            var listeners: [any Channel] = []
+            for _ in 0..<80 {
+                listeners.append(try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get())
+            }
+            defer { for listener in listeners { _ = listener.close() } }
             let server = try await ServerBootstrap(group: group)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .bind(host: "127.0.0.1", port: 0).get()
@@ -64,6 +71,31 @@ struct LoopbackOwnerTrustTests {
             let outside = try SocketAddress(ipAddress: "100.64.0.1", port: 40000)
             #expect(!ForwardedTrust.loopbackOwner(uid: getuid()).trusts(outside, local: local))
             #expect(!ForwardedTrust.loopbackOwner(uid: getuid()).trustsUnixSocketPeers)
+        #endif
+    }
+}
+
+@Suite("Loopback owners remembered per connection")
+struct LoopbackConnectionOwnersTests {
+    @Test("the owner is looked up when the connection opens and forgotten when it closes")
+    func lifetime() async throws {
+        #if os(Linux)
+            let group = MultiThreadedEventLoopGroup.singleton
+            let server = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+            defer { _ = server.close() }
+            let client = try await ClientBootstrap(group: group).connect(to: server.localAddress!).get()
+            let peer = try #require(client.remoteAddress)
+            let local = try #require(client.localAddress)
+            let trust = ForwardedTrust.loopbackOwner(uid: getuid())
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == nil)
+            trust.connectionOpened(client)
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == getuid())
+            // Other rules never ask the kernel.
+            ForwardedTrust.nobody.connectionOpened(client)
+            try await client.close()
+            // Callbacks run in the order they were added: the store's runs before this one.
+            try await client.closeFuture.get()
+            #expect(LoopbackConnectionOwners.shared.owner(peer: peer, local: local) == nil)
         #endif
     }
 }

@@ -405,4 +405,34 @@ struct GrantCapacityTests {
         print("grant state of 50 logins: \(buckets) bytes in buckets, \(journal) in the journal")
         #expect(buckets + journal < 40_000)
     }
+
+    @Test("with a journal byte cap (a Secret's store), the journal never holds much more than the cap")
+    func journalCap() async throws {
+        let base = try await Fixtures.provider()
+        let memory = MemoryStateStore()
+        var configuration = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
+        configuration.grantJournalMaximumBytes = 8 * 1024
+        let provider = Provider(
+            configuration: configuration, keys: base.provider.keys, clients: base.provider.clients,
+            writer: StateWriter(store: memory), now: { base.clock.now })
+        try await provider.restoreGrants()
+        let setup = base.with(provider: provider)
+        var largest = 0
+        var buckets = 0
+        for _ in 0..<120 {
+            #expect(await setup.redeem(try await setup.code()).status == 200)
+            var journal = 0
+            buckets = 0
+            for key in try await memory.keys() {
+                let size = try await memory.read(key)?.count ?? 0
+                if GrantFileCodec.journalSequence(key) != nil { journal += size }
+                if GrantFileCodec.bucketIndex(key) != nil { buckets += size }
+            }
+            largest = max(largest, journal)
+        }
+        // One entry (a login, about 1 KiB) may pass the cap before the compaction it triggers.
+        #expect(largest <= 8 * 1024 + 2048, "journal reached \(largest) bytes")
+        // Without the cap the journal could have grown to 256 KiB or half the buckets.
+        #expect(buckets > 4 * 8 * 1024, "the buckets are large enough for the default rule to allow more")
+    }
 }

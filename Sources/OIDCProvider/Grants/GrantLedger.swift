@@ -27,6 +27,10 @@ final class GrantLedger: StateWriteSource, Sendable {
         /// is more, before a compaction; so a compaction's cost, which is the size of what it
         /// rewrites, is spread over writes in proportion to it.
         var minimumJournalBytes = 256 * 1024
+        /// Whatever the buckets' size, the journal never grows past this many bytes: a store
+        /// with a size limit of its own (a Kubernetes Secret holds 1 MiB) must not spend it on
+        /// journal entries that duplicate the buckets.
+        var maximumJournalBytes = Int.max
 
         init() {}
 
@@ -254,7 +258,7 @@ final class GrantLedger: StateWriteSource, Sendable {
         guard !journal.dirty.isEmpty, !journal.compactionBlocked else { return false }
         if journal.live.count >= policy.maximumJournalEntries { return true }
         let stateBytes = journal.bucketBytes.reduce(0, +)
-        return journal.liveBytes >= max(policy.minimumJournalBytes, stateBytes / 2)
+        return journal.liveBytes >= min(policy.maximumJournalBytes, max(policy.minimumJournalBytes, stateBytes / 2))
     }
 
     /// Rewrites every dirty bucket as of the newest durable journal entry. Changes made since
