@@ -187,7 +187,8 @@ public actor SecretStateStore: StateStore {
         } catch let error as KubeError where error.kind == .forbidden || error.kind == .notFound {
             // A cluster that does not let accounts review their own access: find out on use.
             logger.warning(
-                "cannot check the service account's permissions on \(location) (\(error)); carrying on without the check")
+                "cannot check the service account's permissions on \(location) (\(error)); carrying on without the check"
+            )
             for label in questions.keys { answers[label] = true }
         } catch let error as KubeError {
             let kind: StateStoreError.Kind = error.kind == .unauthorized ? .configuration : .io
