@@ -2,6 +2,7 @@ import AnyJSON
 import Foundation
 import Logging
 import StateStore
+import Synchronization
 
 /// Settings of the OIDC provider that do not change while it runs.
 public struct ProviderConfiguration: Sendable {
@@ -92,7 +93,26 @@ public final class Provider: Sendable {
         self.writer = writer
         self.reidentify = reidentify
         self.ledger = GrantLedger(writer: writer, policy: configuration.grantCompaction, logger: logger)
+        // A full store first loses what has expired; until that frees room, new grants are
+        // refused (503) and the store records why (a Kubernetes Event).
+        ledger.whenFull { [weak self] in
+            guard let self,
+                self.pruning.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged
+            else { return }
+            Task {
+                defer { self.pruning.store(false, ordering: .releasing) }
+                self.logger.warning("the state store is full; removing expired grants now")
+                do {
+                    try await self.sweep()
+                } catch {
+                    self.logger.warning("removing expired grants failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
     }
+
+    /// Set while a sweep started by a full store runs.
+    private let pruning = Atomic<Bool>(false)
 
     /// Loads the grant state written by an earlier run; expired entries are dropped.
     ///

@@ -205,8 +205,9 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
 
     /// Features that are parsed but not built yet, as a one-line refusal.
     public var unsupportedFeature: String? {
-        if state != nil, mode != .embedded {
-            return "--state names the embedded node's state; it has no effect with --use-local-tailscaled or --dev"
+        if let state, !state.hasPrefix("kube:"), mode != .embedded {
+            return
+                "--state with a file names the embedded node's state; with --use-local-tailscaled or --dev only kube:<secret> is used (tsidp's own state, in a Kubernetes Secret)"
         }
         return nil
     }

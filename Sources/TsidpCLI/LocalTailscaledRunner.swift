@@ -48,7 +48,7 @@ struct LocalTailscaledRunner {
             throw UsageError(
                 "--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
         }
-        let store = try Runner.openStore(stateDirectory, logger: logger)
+        let store = try await Runner.openStateStore(configuration, directory: stateDirectory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
         let issuer = configuration.issuer(
             default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
@@ -89,7 +89,7 @@ struct LocalTailscaledRunner {
             services += configuration.funnelServices(
                 server: server, localAPI: localAPI, dnsName: dnsName, tailscaledUID: tailscaledUID,
                 nodeRunning: {}, logger: logger, onRunning: { allRunning.arrive() })
-            try await Runner.serviceGroup(services, logger: logger).run()
+            try await Runner.run(Runner.serviceGroup(services, logger: logger), thenFlush: store)
             return
         }
         // The tailnet listeners (one per Tailscale address) share one connection count and one
@@ -111,7 +111,7 @@ struct LocalTailscaledRunner {
         services += Runner.commonServices(
             server: server, configuration: configuration, logger: logger, allRunning: allRunning)
         services.append(CertificateRefreshService(source: certificates, logger: logger))
-        try await Runner.serviceGroup(services, logger: logger).run()
+        try await Runner.run(Runner.serviceGroup(services, logger: logger), thenFlush: store)
     }
 }
 

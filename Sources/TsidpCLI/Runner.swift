@@ -25,6 +25,46 @@ struct Runner {
         }
     }
 
+    /// The store of tsidp's own state: the Secret named by `--state kube:<name>`, else the state
+    /// directory. With a Secret the directory still holds what is not state (the embedded node's
+    /// socket and pid file), so it is created too, but nothing of tsidp's is written there.
+    static func openStateStore(_ configuration: Configuration, directory: String, logger: Logger) async throws
+        -> any StateStore
+    {
+        guard let state = configuration.state, state.hasPrefix("kube:") else {
+            return try openStore(directory, logger: logger)
+        }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw UsageError("cannot create \(directory): \(Configuration.reason(error))")
+        }
+        do {
+            let store = try await SecretStateStore.open(secretName: String(state.dropFirst(5)), logger: logger)
+            logger.info("state is kept in a Kubernetes Secret", metadata: ["store": "\(store.description)"])
+            return store
+        } catch let error as StateStoreError {
+            throw UsageError(error.message)
+        }
+    }
+
+    /// Runs `group` to its end, then hands the store's pending Kubernetes Events (if any) to the
+    /// API server, whether the group ended well or not.
+    static func run(_ group: ServiceGroup, thenFlush store: any StateStore) async throws {
+        do {
+            try await group.run()
+        } catch {
+            await flush(store)
+            throw error
+        }
+        await flush(store)
+    }
+
+    static func flush(_ store: any StateStore) async {
+        if let secret = store as? SecretStateStore { await secret.flushEvents() }
+    }
+
     /// Opens the state directory, printing a one-line reason when it cannot be used.
     static func openStore(_ path: String, logger: Logger) throws -> DirectoryStateStore {
         do {
@@ -53,6 +93,11 @@ struct Runner {
         settings.enableTokenExchange = options.enableSTS
         settings.allowInsecureRegistration = options.allowInsecureRegistration
         if let entries = options.grantJournalEntries { settings.grantJournalMaximumEntries = entries }
+        if let state = options.state, state.hasPrefix("kube:") {
+            // A Secret holds 1 MiB in all: keep the journal, which repeats what the buckets will
+            // hold, small.
+            settings.grantJournalMaximumBytes = 64 * 1024
+        }
         if options.allowInsecureRegistration {
             logger.warning(
                 "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering"
@@ -92,7 +137,7 @@ struct Runner {
             identities = DevIdentities.builtIn
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
-        let store = try Self.openStore(stateDirectory, logger: logger)
+        let store = try await Self.openStateStore(configuration, directory: stateDirectory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
 
         // The simulated tailnet's socket lives in a private directory of its own.
@@ -152,7 +197,7 @@ struct Runner {
         if let path = configuration.devIdentitiesPath {
             services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
         }
-        try await Self.serviceGroup(services, logger: logger).run()
+        try await Self.run(Self.serviceGroup(services, logger: logger), thenFlush: store)
     }
 
     /// The group that runs every service until SIGTERM or SIGINT. A listener that cannot open its

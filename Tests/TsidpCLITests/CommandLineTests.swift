@@ -185,8 +185,10 @@ struct CommandLineTests {
     func notYetSupported() throws {
         #expect(try configuration([]).unsupportedFeature == nil)
         #expect(try configuration(["--state", "kube:tsidp"]).unsupportedFeature == nil)
+        #expect(try configuration(["--use-local-tailscaled", "--state", "kube:tsidp"]).unsupportedFeature == nil)
+        #expect(try configuration(["--dev", "--state", "kube:tsidp"], [:]).unsupportedFeature == nil)
         #expect(
-            try configuration(["--use-local-tailscaled", "--state", "kube:tsidp"]).unsupportedFeature?.contains(
+            try configuration(["--use-local-tailscaled", "--state", "/var/lib/ts.state"]).unsupportedFeature?.contains(
                 "--state") == true)
         #expect(try configuration(["--use-local-tailscaled", "--enable-sts"]).unsupportedFeature == nil)
         #expect(

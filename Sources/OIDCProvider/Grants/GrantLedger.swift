@@ -98,10 +98,19 @@ final class GrantLedger: StateWriteSource, Sendable {
     private let logger: Logger
 
     /// - Parameter writer: the write path to the store; `nil` keeps grant state in memory only.
+    /// Called when a write was refused because the store is full (a Kubernetes Secret at its
+    /// size limit): the provider removes expired grants then.
+    private let fullHandler = Mutex<(@Sendable () -> Void)?>(nil)
+
     init(writer: StateWriter?, policy: CompactionPolicy = CompactionPolicy(), logger: Logger) {
         self.writer = writer
         self.policy = policy
         self.logger = logger
+    }
+
+    /// Sets what happens when the store reports it is full.
+    func whenFull(_ handler: @escaping @Sendable () -> Void) {
+        fullHandler.withLock { $0 = handler }
     }
 
     static func hash(_ token: String) -> String {
@@ -145,6 +154,11 @@ final class GrantLedger: StateWriteSource, Sendable {
             await writer.flush(self)
             do {
                 try await ticket.wait()
+            } catch let error as StateStoreError where error.kind == .full {
+                fullHandler.withLock { $0 }?()
+                throw OAuthError(
+                    .temporarilyUnavailable,
+                    "tsidp's state store is full; expired sign-ins are being removed, try again later", status: 503)
             } catch {
                 throw OAuthError(.temporarilyUnavailable, "the grant could not be stored; try again", status: 503)
             }

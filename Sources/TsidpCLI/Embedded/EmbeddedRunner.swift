@@ -28,7 +28,7 @@ struct EmbeddedRunner {
         if configuration.stateDirectory == nil {
             logger.info("no --dir given; keeping state where the Go tsidp keeps it", metadata: ["dir": "\(directory)"])
         }
-        let store = try Runner.openStore(directory, logger: logger)
+        let store = try await Runner.openStateStore(configuration, directory: directory, logger: logger)
         let writer = StateWriter(store: store, logger: logger)
         let socketPath = try Self.socketPath(in: directory)
         let localAPI = LocalAPIClient(socketPath: socketPath, logger: Runner.tailnetLogger(configuration, logger))
@@ -62,7 +62,7 @@ struct EmbeddedRunner {
                     .init(service: $0.0, successTerminationBehavior: $0.1, failureTerminationBehavior: $0.1)
                 },
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
+        try await Runner.run(group, thenFlush: store)
     }
 
     /// `tailscaled` at `configured`, or the first one on `PATH`.
