@@ -395,23 +395,35 @@ def embedded(processes, tsidp_binary, scratch_dirs, missing_tool_policy,
                 environment.pop(name, None)
             else:
                 environment[name] = value
-        chosen = port if port is not None else free_port()
-        operator = free_port() if local_port else None
-        if dir_flag:
-            argv = [str(tsidp_binary), "--dir", str(state_dir), "--port", str(chosen)]
-        else:
-            argv = [str(tsidp_binary), "--port", str(chosen)]
-            environment["TS_STATE_DIR"] = str(state_dir)
-        if operator is not None:
-            argv += ["--local-port", str(operator)]
-        argv += list(args)
-        process = processes.start(f"tsidp-embedded-{len(started)}", argv, cwd=workdir, log_dir=workdir,
-                                  env=environment)
-        node = Embedded(workdir, state_dir, chosen, operator, process, argv, environment)
-        started.append(node)
-        if wait:
+        for attempt in range(3):
+            chosen = port if port is not None else free_port()
+            operator = free_port() if local_port else None
+            while operator == chosen:
+                operator = free_port()
+            if dir_flag:
+                argv = [str(tsidp_binary), "--dir", str(state_dir), "--port", str(chosen)]
+            else:
+                argv = [str(tsidp_binary), "--port", str(chosen)]
+                environment["TS_STATE_DIR"] = str(state_dir)
+            if operator is not None:
+                argv += ["--local-port", str(operator)]
+            argv += list(args)
+            process = processes.start(f"tsidp-embedded-{len(started)}", argv, cwd=workdir, log_dir=workdir,
+                                      env=environment)
+            node = Embedded(workdir, state_dir, chosen, operator, process, argv, environment)
+            started.append(node)
+            if not wait:
+                return node
+            # A port found free a moment ago may be taken by another program's outgoing
+            # connection before tsidp binds it: try other ports then.
+            wait_for(lambda: node.exited() is not None or SERVING.search(node.stderr()) is not None,
+                     START_TIMEOUT, f"tsidp to serve ({' '.join(argv)})")
+            taken = node.exited() == 2 and "the port is already in use" in node.stderr()
+            if taken and port is None and attempt < 2:
+                continue
             node.wait_serving()
-        return node
+            return node
+        raise AssertionError("unreachable")
 
     make.track = extra_pids.add  # a stand-in the test started itself
     yield make
