@@ -37,6 +37,10 @@ public struct ProviderConfiguration: Sendable {
             if let newValue { grantCompaction.minimumJournalBytes = min(grantCompaction.minimumJournalBytes, newValue) }
         }
     }
+    /// Opens (true) and closes (false) the store's reserve around the removal of expired grants
+    /// from a full store (a Kubernetes Secret keeps room free that this may use); nil for stores
+    /// without one.
+    public var storeReserve: (@Sendable (Bool) async -> Void)?
     /// Records a sweep removes per journal entry.
     var sweepBatch = 2_000
 
@@ -102,13 +106,23 @@ public final class Provider: Sendable {
             Task {
                 defer { self.pruning.store(false, ordering: .releasing) }
                 self.logger.warning("the state store is full; removing expired grants now")
-                do {
-                    try await self.sweep()
-                } catch {
-                    self.logger.warning("removing expired grants failed", metadata: ["error": "\(error)"])
-                }
+                await self.pruneFullStore()
             }
         }
+    }
+
+    /// Removes expired grants from a full store and compacts right after, so the store shrinks;
+    /// the store's reserve is open meanwhile, because recording the removals is a small write.
+    func pruneFullStore() async {
+        let reserve = configuration.storeReserve
+        await reserve?(true)
+        do {
+            try await sweep()
+            await ledger.compactNow()
+        } catch {
+            logger.warning("removing expired grants failed", metadata: ["error": "\(error)"])
+        }
+        await reserve?(false)
     }
 
     /// Set while a sweep started by a full store runs.

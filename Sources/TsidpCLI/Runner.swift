@@ -98,6 +98,11 @@ struct Runner {
             // hold, small.
             settings.grantJournalMaximumBytes = 64 * 1024
         }
+        if let secret = writer.store as? SecretStateStore {
+            settings.storeReserve = { open in
+                if open { await secret.openReserve() } else { await secret.closeReserve() }
+            }
+        }
         if options.allowInsecureRegistration {
             logger.warning(
                 "--allow-insecure-registration is on: any application on the tailnet can sign users in without registering"

@@ -436,3 +436,102 @@ struct GrantCapacityTests {
         #expect(buckets > 4 * 8 * 1024, "the buckets are large enough for the default rule to allow more")
     }
 }
+
+/// A store with a size limit, like a Kubernetes Secret: growth past `limit` is refused as
+/// `.full`, unless the reserve is open, which allows up to `reserveLimit`.
+actor LimitedStore: StateStore {
+    let memory = MemoryStateStore()
+    let limit: Int
+    let reserveLimit: Int
+    private var reserveOpen = false
+    private(set) var refusals = 0
+
+    init(limit: Int, reserveLimit: Int) {
+        self.limit = limit
+        self.reserveLimit = reserveLimit
+    }
+
+    func setReserve(_ open: Bool) { reserveOpen = open }
+
+    var size: Int {
+        get async throws {
+            var total = 0
+            for key in try await memory.keys() { total += key.utf8.count + (try await memory.read(key)?.count ?? 0) }
+            return total
+        }
+    }
+
+    func read(_ key: String) async throws -> Data? { try await memory.read(key) }
+    func keys() async throws -> [String] { try await memory.keys() }
+
+    func write(_ entries: [String: Data?]) async throws {
+        let before = try await size
+        var after = before
+        for (key, value) in entries {
+            let old = try await memory.read(key)
+            after -= old.map { $0.count + key.utf8.count } ?? 0
+            after += value.map { $0.count + key.utf8.count } ?? 0
+        }
+        if after > before, after > (reserveOpen ? reserveLimit : limit) {
+            refusals += 1
+            throw StateStoreError(.full, "the store is full")
+        }
+        try await memory.write(entries)
+    }
+
+    nonisolated var description: String { "limited" }
+}
+
+@Suite("A full store")
+struct FullStoreTests {
+    @Test("refuses new grants with the reason, removes expired grants through the reserve, then admits again")
+    func drains() async throws {
+        let base = try await Fixtures.provider()
+        let store = LimitedStore(limit: 24 * 1024, reserveLimit: 28 * 1024)
+        var configuration = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
+        configuration.grantJournalMaximumBytes = 4 * 1024
+        configuration.storeReserve = { open in await store.setReserve(open) }
+        let provider = Provider(
+            configuration: configuration, keys: base.provider.keys, clients: base.provider.clients,
+            writer: StateWriter(store: store), now: { base.clock.now })
+        try await provider.restoreGrants()
+        let setup = base.with(provider: provider)
+
+        // Fill it: logins succeed until one is refused as full.
+        var admitted = 0
+        var refusal: TokenResponse?
+        for _ in 0..<200 {
+            let answer = await setup.redeem(try await setup.code())
+            if answer.status == 200 {
+                admitted += 1
+                continue
+            }
+            refusal = answer
+            break
+        }
+        let refused = try #require(refusal, "the store never filled")
+        #expect(admitted > 5)
+        #expect(refused.status == 503)
+        #expect(String(decoding: refused.body, as: UTF8.self).contains("state store is full"))
+
+        // While every grant is live nothing can be removed: still refused.
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(await setup.redeem(try await setup.code()).status == 503)
+
+        // Once they have expired, the refusal starts a removal that uses the reserve, and the
+        // store drains: a later login is admitted without anyone's help.
+        base.clock.advance(31 * 24 * 3600)
+        let full = try await store.size
+        _ = await setup.redeem(try await setup.code())
+        var admittedAgain = false
+        for _ in 0..<100 {
+            if await setup.redeem(try await setup.code()).status == 200 {
+                admittedAgain = true
+                break
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(admittedAgain, "the store did not drain")
+        #expect(try await store.size < full / 2)
+    }
+}

@@ -312,6 +312,34 @@ struct SecretStateStoreTests {
         }
     }
 
+    @Test("an open reserve admits a write past the limit, up to 16 KiB short of what Kubernetes accepts")
+    func reserve() async throws {
+        try await KubeAPIServerStandIn.with { server in
+            _ = try await Self.tailscaled(server).createSecret(
+                KubeSecret(name: Self.name, namespace: "default", data: ["_big": Data(count: 900 * 1024)]))
+            let store = try await Self.open(server, Self.pod)
+            try await store.write("a", Data(count: 50 * 1024))
+            await store.openReserve()
+            // 950 KiB + 20 KiB passes the 960 KiB limit but stays 38 KiB under Kubernetes' 1 MiB;
+            // 40 KiB more would leave less than 16 KiB.
+            try await store.write("b", Data(count: 20 * 1024))
+            do {
+                try await store.write("c", Data(count: 40 * 1024))
+                Issue.record("a write into the last 16 KiB should be refused")
+            } catch let error as StateStoreError {
+                #expect(error.kind == .full)
+            }
+            await store.closeReserve()
+            do {
+                try await store.write("d", Data(count: 10))
+                Issue.record("with the reserve closed, growth past the limit is refused again")
+            } catch let error as StateStoreError {
+                #expect(error.kind == .full)
+            }
+            #expect(try await store.keys() == ["a", "b"])
+        }
+    }
+
     @Test("past what Kubernetes accepts at all, the store refuses even a Secret it finds over its own limit")
     func kubernetesLimit() async throws {
         try await KubeAPIServerStandIn.with { server in

@@ -79,6 +79,8 @@ final class GrantLedger: StateWriteSource, Sendable {
         /// is durable, so that a broken disk is not hammered.
         var compactionBlocked = false
         var deletionBlocked = false
+        /// Set by ``GrantLedger/compactNow()``: compact at the next batch, whatever the journal's size.
+        var compactionRequested = false
 
         var liveBytes: Int { live.reduce(0) { $0 + $1.bytes } }
     }
@@ -106,6 +108,14 @@ final class GrantLedger: StateWriteSource, Sendable {
         self.writer = writer
         self.policy = policy
         self.logger = logger
+    }
+
+    /// Folds the journal into the buckets now and deletes the entries they contain, so that
+    /// removals recorded in the journal shrink the store at once (a full Kubernetes Secret).
+    func compactNow() async {
+        guard let writer else { return }
+        inner.withLock { $0.journal.compactionRequested = true }
+        await writer.flush(self)
     }
 
     /// Sets what happens when the store reports it is full.
@@ -226,6 +236,7 @@ final class GrantLedger: StateWriteSource, Sendable {
                 if inner.journal.voided == key { inner.journal.voided = nil }
                 return (changes.map(\.ticket), nil)
             case .compaction(let sequence, let sizes):
+                inner.journal.compactionRequested = false
                 guard error == nil else {
                     // Some buckets may have been written; they are correct. The rest stays
                     // dirty, and the journal stays until a compaction succeeds.
@@ -270,6 +281,7 @@ final class GrantLedger: StateWriteSource, Sendable {
     /// Whether the journal has grown enough to fold it into the buckets.
     private func compactionDue(_ journal: Journal) -> Bool {
         guard !journal.dirty.isEmpty, !journal.compactionBlocked else { return false }
+        if journal.compactionRequested { return true }
         if journal.live.count >= policy.maximumJournalEntries { return true }
         let stateBytes = journal.bucketBytes.reduce(0, +)
         return journal.liveBytes >= min(policy.maximumJournalBytes, max(policy.minimumJournalBytes, stateBytes / 2))

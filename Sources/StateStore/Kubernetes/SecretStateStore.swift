@@ -52,6 +52,10 @@ public actor SecretStateStore: StateStore {
     private var writing = false
     private var writeWaiters: [CheckedContinuation<Void, Never>] = []
     private var warnedNearFull = false
+    /// How many callers have opened the reserve (``openReserve()``).
+    private var reserveOpenings = 0
+    /// What stays free even while the reserve is open.
+    static let reserveMargin = 16 * 1024
 
     private init(
         secretName: String, client: KubeClient, configuration: Configuration, logger: Logger,
@@ -391,13 +395,27 @@ public actor SecretStateStore: StateStore {
     /// shrinks it) or past what Kubernetes accepts at all.
     private func checkSize(_ target: [String: Data], current: Int) throws {
         let size = SecretSize.bytes(of: target)
-        let limit = configuration.sizeLimit
+        let limit =
+            reserveOpenings > 0
+            ? max(configuration.sizeLimit, SecretSize.kubernetesLimit - Self.reserveMargin) : configuration.sizeLimit
         if !SecretSize.admits(size, from: current, limit: limit) {
             throw StateStoreError(
                 .full,
                 "the state does not fit in \(location): this write would take it to \(size) bytes, over the limit of \(limit) bytes (Kubernetes refuses a Secret over \(SecretSize.kubernetesLimit) bytes, and \(configuration.reserve) are kept free for tailscaled); nothing was written"
             )
         }
+    }
+
+    /// Lets writes use the reserve kept for tailscaled, all but 16 KiB of it, until
+    /// ``closeReserve()``: removing expired grants from a full Secret is itself a small write
+    /// that grows it until the compaction right after shrinks it.
+    public func openReserve() {
+        reserveOpenings += 1
+    }
+
+    /// Ends one ``openReserve()``.
+    public func closeReserve() {
+        reserveOpenings = max(0, reserveOpenings - 1)
     }
 
     /// Warns once when the Secret passes 90% of the limit, again after it went back under 80%.
