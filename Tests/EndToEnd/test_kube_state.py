@@ -195,3 +195,65 @@ def test_events_are_recorded_on_the_pod(kube_tsidp, fake):
     text = json.dumps(answer.json())
     assert f"{SECRET}.{POD_UID}.tsidpstateloaded" in text, text[:2000]
     assert "TsidpStateLoaded" in text
+
+
+def test_api_faults_during_grant_writes_keep_every_acknowledged_token(kube_tsidp, fake, make_browser):
+    """The grant-state fault cases against the Secret: API errors (500), a dropped connection and
+    a conflict on the Secret's writes while logins, refreshes and revocations go on. A request whose
+    write failed answers 503 and changes nothing; after the faults, and again after a restart
+    (a new pod), every confirmed refresh token works exactly once, every rotated or revoked one is
+    refused, and every confirmed login's access token still works."""
+    from test_state_faults import RelyingParty, all_refused, is_refused, login_kept, oauth_error, works_exactly_once
+
+    node = kube_tsidp.start()
+    op = OpenIDProvider(node)
+    rp = RelyingParty(op, op.static_client("faulty-rp"), make_browser)
+    families = [rp.login(f"login-{n}") for n in range(4)]
+    rp.rotate(families[0])
+
+    secret_writes = f"/secrets/{SECRET}$"
+    faults = [
+        {"method": "PATCH", "path": secret_writes, "status": 500, "times": 2},
+        {"method": "PATCH", "path": secret_writes, "drop": True, "times": 2},
+        {"method": "PATCH", "path": secret_writes, "status": 409, "times": 2},
+    ]
+    for fault in faults:
+        fake.configure({"faults": [fault]})
+        for family in families[:2]:
+            response = rp.refresh(family.token)
+            if response.status_code == 200:  # the store's retry after re-reading got through
+                body = response.json()
+                family.rotated.append(family.token)
+                family.token, family.access_token = body["refresh_token"], body["access_token"]
+                continue
+            assert response.status_code == 503 and oauth_error(response) == "temporarily_unavailable", (
+                fault, response.status_code, response.text[:300])
+        fake.configure({"faults": []})
+    # A revocation confirmed, and a login made, after the faults.
+    assert rp.revoke(families[3].token).status_code == 200
+    families[3].revoked = True
+    families.append(rp.login("after-faults"))
+
+    def kept(rp: RelyingParty) -> list:
+        # Without side effects: presenting a rotated refresh token is reuse, which ends its family.
+        problems = []
+        for family in families:
+            if family.revoked:
+                problems += all_refused(rp, family, [family.token], "revoked")
+            else:
+                problems += login_kept(rp, family)
+        return problems
+
+    problems = kept(rp)
+    assert not problems, problems
+    kube_tsidp.stop()
+    node = kube_tsidp.start()
+    op = OpenIDProvider(node)
+    rp = RelyingParty(op, rp.client, make_browser)
+    problems = kept(rp)
+    for family in families:
+        if not family.revoked:
+            problems += works_exactly_once(rp, family)
+        problems += all_refused(rp, family, list(reversed(family.rotated)), "rotated")
+    assert not problems, problems
+    assert is_refused(rp.refresh(families[3].token))
