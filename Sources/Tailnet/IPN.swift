@@ -67,25 +67,11 @@ public struct IPNNotify: Sendable, Decodable, Equatable {
 
 /// `ipn.Prefs` as a JSON object: tsidp changes the few fields it owns and sends every other one
 /// back as it came, so nothing an operator set is lost by a field this version does not know.
-public struct Prefs: Sendable, Codable, Equatable {
+public struct Prefs: JSONObjectDocument {
     public var fields: [String: JSONValue]
 
     public init(fields: [String: JSONValue] = [:]) {
         self.fields = fields
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let value = try JSONValue(from: decoder)
-        switch value {
-        case .object(let object): fields = object
-        case .null: fields = [:]
-        default:
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an object"))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        try JSONValue.object(fields).encode(to: encoder)
     }
 
     /// The defaults of a new node (`ipn.NewPrefs()`), used for every field tailscaled's answer
@@ -152,25 +138,11 @@ public struct StartOptions: Sendable, Encodable {
 
 /// `ipn.ServeConfig` as a JSON object, so that entries tsidp does not own (other services, other
 /// ports, other sessions' foreground configs) go back exactly as they were read.
-public struct ServeConfig: Sendable, Codable, Equatable {
+public struct ServeConfig: JSONObjectDocument {
     public var fields: [String: JSONValue]
 
     public init(fields: [String: JSONValue] = [:]) {
         self.fields = fields
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let value = try JSONValue(from: decoder)
-        switch value {
-        case .object(let object): fields = object
-        case .null: fields = [:]
-        default:
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an object"))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        try JSONValue.object(fields).encode(to: encoder)
     }
 
     /// The config of a foreground session (`Foreground[sessionID]`), which tailscaled removes by
@@ -215,5 +187,27 @@ public struct ServeConfig: Sendable, Codable, Equatable {
         ]
         if funnel { fields["AllowFunnel"] = .object([hostPort: .bool(true)]) }
         return ServeConfig(fields: fields)
+    }
+}
+
+/// A LocalAPI document kept as a JSON object (`null` reads as empty), so that fields tsidp does
+/// not know go back exactly as they came.
+public protocol JSONObjectDocument: Sendable, Codable, Equatable {
+    var fields: [String: JSONValue] { get set }
+    init(fields: [String: JSONValue])
+}
+
+extension JSONObjectDocument {
+    public init(from decoder: any Decoder) throws {
+        switch try JSONValue(from: decoder) {
+        case .object(let object): self.init(fields: object)
+        case .null: self.init(fields: [:])
+        default:
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an object"))
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        try JSONValue.object(fields).encode(to: encoder)
     }
 }

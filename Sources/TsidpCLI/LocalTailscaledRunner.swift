@@ -81,36 +81,22 @@ struct LocalTailscaledRunner {
             }
             // tailscaled terminates HTTPS for the port and proxies every request to the
             // serve-proxy listener; tsidp does not bind the Tailscale addresses itself.
-            let allRunning = AllRunning(count: 2 + configuration.commonListenerCount) {
-                logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"])
-            }
-            services += Runner.commonServices(
-                server: server, configuration: configuration, logger: logger, allRunning: allRunning)
-            services += configuration.funnelServices(
+            services += configuration.funnelModeServices(
                 server: server, localAPI: localAPI, dnsName: dnsName, tailscaledUID: tailscaledUID,
-                nodeRunning: {}, logger: logger, onRunning: { allRunning.arrive() })
+                nodeRunning: {}, logger: logger,
+                announce: { logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"]) })
             try await Runner.run(Runner.serviceGroup(services, logger: logger), thenFlush: store)
             return
         }
-        // The tailnet listeners (one per Tailscale address) share one connection count and one
-        // TLS context, whose certificate follows tailscaled's renewals.
-        let counter = ConnectionCounter(limits: configuration.listenerLimits)
-        let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
-        let allRunning = AllRunning(count: status.tailscaleIPs.count + configuration.commonListenerCount) {
-            logger.info(
-                "tsidp is serving",
-                metadata: ["issuer": "\(issuer)", "addresses": "\(status.tailscaleIPs.joined(separator: ","))"])
-        }
-        for address in status.tailscaleIPs {
-            services.append(
-                configuration.listener(
-                    server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), host: address,
-                    port: configuration.port, portFlag: "--port", logger: logger, counter: counter, tls: tls,
-                    forwardedTrust: configuration.forwardedTrust, onRunning: { allRunning.arrive() }))
-        }
-        services += Runner.commonServices(
-            server: server, configuration: configuration, logger: logger, allRunning: allRunning)
-        services.append(CertificateRefreshService(source: certificates, logger: logger))
+        // One HTTPS listener per Tailscale address.
+        let addresses = status.tailscaleIPs
+        services += try configuration.httpsServices(
+            server: server, hosts: addresses, certificates: certificates, logger: logger,
+            announce: {
+                logger.info(
+                    "tsidp is serving",
+                    metadata: ["issuer": "\(issuer)", "addresses": "\(addresses.joined(separator: ","))"])
+            })
         try await Runner.run(Runner.serviceGroup(services, logger: logger), thenFlush: store)
     }
 }

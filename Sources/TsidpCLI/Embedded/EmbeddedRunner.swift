@@ -202,46 +202,32 @@ struct EmbeddedServing: Service, CustomStringConvertible {
 
         let tell = self.tell
         let logger = self.logger
-        var services: [any Service] = []
+        let services: [any Service]
         if configuration.funnel {
             // tailscaled terminates HTTPS for the port and proxies every request, tailnet and
             // Funnel alike, to the serve-proxy listener; tsidp's loopback HTTPS is not used.
-            let allRunning = AllRunning(count: 2 + configuration.commonListenerCount) {
-                tell("serving \(issuer) through tailscaled's proxy, with Funnel")
-                logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"])
-            }
-            services += Runner.commonServices(
-                server: server, configuration: configuration, logger: logger, allRunning: allRunning)
-            services += configuration.funnelServices(
+            services = configuration.funnelModeServices(
                 server: server, localAPI: localAPI, dnsName: dnsName, tailscaledUID: getuid(),
                 nodeRunning: {
                     while !(await node.isRunning) {
                         guard (try? await Task.sleep(for: .milliseconds(200))) != nil else { return }
                     }
                 },
-                logger: logger, onRunning: { allRunning.arrive() })
-            try await Runner.serviceGroup(services, logger: logger, signals: []).run()
-            return
+                logger: logger,
+                announce: {
+                    tell("serving \(issuer) through tailscaled's proxy, with Funnel")
+                    logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)", "funnel": "on"])
+                })
+        } else {
+            // tailscaled hands IPv4 tailnet connections to 127.0.0.1 and IPv6 ones to ::1.
+            let hosts = EmbeddedRunner.hasIPv6Loopback() ? ["127.0.0.1", "::1"] : ["127.0.0.1"]
+            services = try configuration.httpsServices(
+                server: server, hosts: hosts, certificates: certificates, logger: logger,
+                announce: {
+                    tell("serving \(issuer) (the issuer relying parties use)")
+                    logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)"])
+                })
         }
-        // tailscaled hands IPv4 tailnet connections to 127.0.0.1 and IPv6 ones to ::1.
-        var hosts = ["127.0.0.1"]
-        if EmbeddedRunner.hasIPv6Loopback() { hosts.append("::1") }
-        let counter = ConnectionCounter(limits: configuration.listenerLimits)
-        let tls = try NIOSSLContext(configuration: certificates.tlsConfiguration())
-        let allRunning = AllRunning(count: hosts.count + configuration.commonListenerCount) {
-            tell("serving \(issuer) (the issuer relying parties use)")
-            logger.info("tsidp is serving", metadata: ["issuer": "\(issuer)"])
-        }
-        for host in hosts {
-            services.append(
-                configuration.listener(
-                    server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), host: host,
-                    port: configuration.port, portFlag: "--port", logger: logger, counter: counter, tls: tls,
-                    forwardedTrust: configuration.forwardedTrust, onRunning: { allRunning.arrive() }))
-        }
-        services += Runner.commonServices(
-            server: server, configuration: configuration, logger: logger, allRunning: allRunning)
-        services.append(CertificateRefreshService(source: certificates, logger: logger))
         try await Runner.serviceGroup(services, logger: logger, signals: []).run()
     }
 }
