@@ -74,7 +74,10 @@ struct NodeLogin {
             // A node that was already up (a new name or tags) may come back without saying so on
             // the bus: ask once.
             let status = try await localAPI.status()
-            if status.backendState == "Running" { return status }
+            if status.backendState == "Running" {
+                logger.info("tailscaled is already logged in and running")
+                return status
+            }
         }
 
         var toldURL: String?
