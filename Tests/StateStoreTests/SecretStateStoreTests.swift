@@ -245,14 +245,15 @@ struct SecretStateStoreTests {
     func timeout() async throws {
         try await KubeAPIServerStandIn.with { server in
             var configuration = SecretStateStore.Configuration()
-            configuration.requestTimeout = .milliseconds(500)
+            // Long enough for every other call on a loaded machine; the delayed patch takes longer.
+            configuration.requestTimeout = .seconds(4)
             let store = try await Self.open(server, configuration: configuration)
             try await store.write("a", Data("1".utf8))
-            try await server.configure(faults: [.init(method: "PATCH", path: "/secrets/", delay_seconds: 1.5)])
+            try await server.configure(faults: [.init(method: "PATCH", path: "/secrets/", delay_seconds: 7)])
             await #expect(throws: StateStoreError.self) { try await store.write("b", Data("2".utf8)) }
             #expect(try await store.read("b") == nil)
             // The server applies the late patch after all: wait (bounded) until it says so.
-            for _ in 0..<200 {
+            for _ in 0..<600 {
                 if try await server.requests().contains(where: { $0.method == "PATCH" && $0.status == 200 }) { break }
                 try await Task.sleep(for: .milliseconds(25))
             }
