@@ -503,7 +503,7 @@ struct SecretStateStoreTests {
                 // The service account of one stand-in, the address of the other.
                 let environment = server.environment(["TSIDP_KUBE_API_URL": other.url])
                 var configuration = SecretStateStore.Configuration()
-                configuration.requestTimeout = .seconds(2)
+                configuration.requestTimeout = .seconds(10)
                 do {
                     _ = try await SecretStateStore.open(
                         secretName: Self.name, environment: environment, logger: KubeTestLogger.quiet,
