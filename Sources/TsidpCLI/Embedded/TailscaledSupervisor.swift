@@ -222,7 +222,14 @@ struct TailscaledSupervisor: Service, CustomStringConvertible {
         }
     }
 
+    /// Removes the pid file; a failure is logged (the file is not state: a stale one is checked
+    /// against the process's command line before anything is done with it).
     func removePidFile() {
-        try? FileManager.default.removeItem(atPath: pidFile)
+        guard FileManager.default.fileExists(atPath: pidFile) else { return }
+        do {
+            try FileManager.default.removeItem(atPath: pidFile)
+        } catch {
+            logger.warning("cannot remove \(pidFile): \(error.localizedDescription)")
+        }
     }
 }
