@@ -26,7 +26,6 @@ import secrets
 import shlex
 import time
 import warnings
-from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import parse_qs, urlsplit
 
