@@ -33,7 +33,9 @@ struct RequestObservationMiddleware: RouterMiddleware {
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
         -> Response
     {
-        let id = context.id
+        // Not `context.id`: that reads the logger's metadata, which a logger that keeps none
+        // (a no-op handler) does not have.
+        let id = RequestID().description
         let started = ContinuousClock.now
         metrics.requestsInFlight(1)
         defer { metrics.requestsInFlight(-1) }
