@@ -16,10 +16,17 @@ public enum IDToken {
         "preferred_username", "picture", "groups", "username", "key", "addresses", "nid", "node", "tailnet", "uid",
     ]
 
-    /// `at_hash`: base64url of the left half of SHA-256 of the access token (OIDC Core §3.1.3.6).
-    public static func accessTokenHash(_ accessToken: String) -> String {
-        let digest = Array(SHA256.hash(data: Data(accessToken.utf8)))
-        return Base64URL.encode(digest.prefix(16))
+    /// `at_hash`: base64url of the left half of the hash of the access token's ASCII octets
+    /// (OIDC Core §3.1.3.6), with the hash that goes with the ID token's signing algorithm:
+    /// SHA-256 for RS256 and ES256, SHA-512 for EdDSA with Ed25519 (whose signatures hash with
+    /// SHA-512), as the OpenID Foundation's conformance suite checks.
+    public static func accessTokenHash(_ accessToken: String, algorithm: SigningAlgorithm = .rs256) -> String {
+        switch algorithm {
+        case .rs256, .es256:
+            return Base64URL.encode(Array(SHA256.hash(data: Data(accessToken.utf8))).prefix(16))
+        case .edDSA:
+            return Base64URL.encode(Array(SHA512.hash(data: Data(accessToken.utf8))).prefix(32))
+        }
     }
 
     /// `userid:<n>`, the subject the Go tsidp uses.
@@ -37,7 +44,8 @@ public enum IDToken {
 extension Provider {
     /// The ID token payload for `grant`, in a stable member order.
     func idTokenPayload(
-        grant: AuthorizationGrant, audience: [String], issuedAt: Date, accessToken: String
+        grant: AuthorizationGrant, audience: [String], issuedAt: Date, accessToken: String,
+        algorithm: SigningAlgorithm = .rs256
     ) throws -> String {
         let identity = grant.identity
         let iat = Int64(issuedAt.timeIntervalSince1970)
@@ -52,7 +60,7 @@ extension Provider {
             ("auth_time", .int(Int64(grant.authTime.timeIntervalSince1970))),
         ]
         if let nonce = grant.nonce { members.append(("nonce", .string(nonce))) }
-        members.append(("at_hash", .string(IDToken.accessTokenHash(accessToken))))
+        members.append(("at_hash", .string(IDToken.accessTokenHash(accessToken, algorithm: algorithm))))
         if audience.count > 1 { members.append(("azp", .string(grant.clientID))) }
         members += [
             ("key", .string(identity.nodeKey)),

@@ -459,7 +459,8 @@ extension Provider {
         var idToken: String?
         if grant.scopes.contains(Scope.openid) {
             let payload = try idTokenPayload(
-                grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken)
+                grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken,
+                algorithm: client.idTokenSignedResponseAlg)
             idToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).sign(payload: payload)
         }
         let refresh = refreshToken ?? RandomToken.make(bytes: 32)

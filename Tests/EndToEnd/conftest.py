@@ -889,8 +889,9 @@ def verify_jws(token: str, jwks: dict) -> tuple:
 
 def token_hash(value: str, alg: str) -> str:
     """at_hash / c_hash: left half of the hash of the ASCII value (OIDC Core 3.1.3.6)."""
-    assert alg in ("RS256", "ES256"), f"no hash rule checked here for {alg}"
-    digest = hashlib.sha256(value.encode("ascii")).digest()
+    assert alg in ("RS256", "ES256", "EdDSA"), f"no hash rule checked here for {alg}"
+    # EdDSA here is Ed25519, whose signatures hash with SHA-512.
+    digest = (hashlib.sha512 if alg == "EdDSA" else hashlib.sha256)(value.encode("ascii")).digest()
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
@@ -1285,7 +1286,7 @@ class OpenIDProvider:
             assert isinstance(claims["amr"], list), claims
         if "updated_at" in claims:
             assert isinstance(claims["updated_at"], int), claims
-        if access_token is not None and "at_hash" in claims and alg in ("RS256", "ES256"):
+        if access_token is not None and "at_hash" in claims:
             assert claims["at_hash"] == token_hash(access_token, alg), "at_hash does not match the access token"
         return header, claims
 

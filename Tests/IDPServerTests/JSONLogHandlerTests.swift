@@ -63,9 +63,9 @@ struct JSONLogHandlerTests {
     }
 
     @Test("lines logged while a request is answered carry its request_id")
-    func requestID() async throws {
+    func requestID() throws {
         let (logger, lines) = Self.logger()
-        await RequestLog.$id.withValue("0123456789abcdef0123456789abcdef") {
+        RequestLog.$id.withValue("0123456789abcdef0123456789abcdef") {
             logger.info("inside")
         }
         logger.info("outside")

@@ -84,6 +84,35 @@ struct TokenTests {
     func atHash() {
         // Left half of SHA-256("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y"), base64url.
         #expect(IDToken.accessTokenHash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y") == "77QmUPtjPfzWtF2AnpK9RQ")
+        #expect(
+            IDToken.accessTokenHash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", algorithm: .es256)
+                == "77QmUPtjPfzWtF2AnpK9RQ")
+        // Ed25519 signs with SHA-512: the left 32 bytes of SHA-512 of the same token.
+        #expect(
+            IDToken.accessTokenHash("jHkWEdUXMU1BwAsC4vtUsZwnNvTIxEl0z9K3vx5KF0Y", algorithm: .edDSA)
+                == "q7nS86GgvvFaZkzALLWqJYaJIKw2wCDAVfCAsm5CrBM")
+    }
+
+    @Test("each ID token's at_hash uses the hash of its own signing algorithm")
+    func atHashPerAlgorithm() async throws {
+        let setup = try await Fixtures.provider()
+        for algorithm in SigningAlgorithm.allCases {
+            var registration = ClientRegistry.Registration(
+                name: "App \(algorithm.rawValue)", redirectURIs: [Fixtures.redirect])
+            registration.idTokenSignedResponseAlg = algorithm.rawValue
+            let created = try await setup.provider.clients.register(registration)
+            let client = setup.with(client: created.client, secret: created.secret ?? "")
+            let body = Fixtures.json(await client.redeem(try await client.code()).body)
+            let idToken = try #require(body["id_token"] as? String)
+            let accessToken = try #require(body["access_token"] as? String)
+            let parts = idToken.split(separator: ".")
+            let header = Fixtures.json(Array(Base64URL.decode(parts[0])!))
+            let payload = Fixtures.json(Array(Base64URL.decode(parts[1])!))
+            #expect(header["alg"] as? String == algorithm.rawValue)
+            #expect(payload["at_hash"] as? String == IDToken.accessTokenHash(accessToken, algorithm: algorithm))
+            let length = (payload["at_hash"] as? String)?.count
+            #expect(length == (algorithm == .edDSA ? 43 : 22), "\(algorithm): at_hash of \(length ?? 0) characters")
+        }
     }
 
     @Test("codes are single use, and a replay revokes what the first use minted")
