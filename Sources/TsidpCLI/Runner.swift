@@ -139,7 +139,7 @@ struct Runner {
                 throw UsageError("--dev-identities \(error.message)")
             }
         } else {
-            identities = DevIdentities.builtIn
+            identities = DevIdentities.builtIn(capabilityName: configuration.capabilityName)
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
         let store = try await Self.openStateStore(configuration, directory: stateDirectory, logger: logger)
@@ -169,7 +169,7 @@ struct Runner {
         let issuer = configuration.issuer(default: "http://localhost:\(configuration.port)")
         let localAPI = LocalAPIClient(
             socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
-        let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
+        let caller = CallerIdentity(localAPI: localAPI, capabilityName: configuration.capabilityName)
         let provider = try await Self.makeProvider(
             writer: writer, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
             logger: logger)
