@@ -89,6 +89,10 @@ struct Runner {
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
+        if options.mode == .development {
+            // --dev never serves beyond this machine: an application under test may use any host.
+            await clients.setPlainHTTPRedirects(.anyHost)
+        }
         var settings = ProviderConfiguration(issuer: issuer, idpHost: idpHost)
         settings.enableTokenExchange = options.enableSTS
         settings.allowInsecureRegistration = options.allowInsecureRegistration
