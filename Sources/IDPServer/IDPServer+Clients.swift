@@ -153,6 +153,8 @@ extension IDPServer {
             registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
             registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
             registration.scope = try form.single("scope") ?? ""
+            registration.tokenEndpointAuthMethod =
+                try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
             if let text = try form.single("consent_required") {
                 guard let value = Self.formBool(text) else {
                     throw OAuthError(.invalidRequest, "consent_required must be true or false")

@@ -68,9 +68,11 @@ struct Runner {
     /// Opens the state directory, printing a one-line reason when it cannot be used.
     static func openStore(_ path: String, logger: Logger) throws -> DirectoryStateStore {
         do {
-            return try DirectoryStateStore(path: path, logger: logger)
+            return try DirectoryStateStore(path: path, logger: logger, exclusive: true)
         } catch let error as StateStoreError {
             throw UsageError(error.message)
+        } catch let busy as DirectoryLock.Busy {
+            throw UsageError("\(busy.description) (it holds \(DirectoryLock.fileName)); stop it first")
         }
     }
 

@@ -12,6 +12,7 @@ public struct TsidpCommand: ParsableCommand {
             relying parties get standard OIDC tokens.
 
             Try it without a tailnet:   tsidp --dev   (then open http://localhost:8080/.well-known/openid-configuration)
+            Manage clients:             tsidp clients --help
 
             Every flag also takes Go's spellings: -port 443, -port=443, --funnel=false.
             Environment variables (a flag given on the command line wins):
