@@ -153,6 +153,8 @@ extension IDPServer {
             registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
             registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
             registration.scope = try form.single("scope") ?? ""
+            registration.tokenEndpointAuthMethod =
+                try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
             if let text = try form.single("consent_required") {
                 guard let value = Self.formBool(text) else {
                     throw OAuthError(.invalidRequest, "consent_required must be true or false")
@@ -208,34 +210,16 @@ extension IDPServer {
                 try await requireRight(.registration, request: request, context: context, listener: listener)
                 let body = try await Self.readBody(&request, context: context)
                 let asked = try ClientRegistry.Registration(rfc7591JSON: Data(body.readableBytesView))
-                let created = try await clients.register(asked)
+                let created = try await clients.registerDynamically(asked)
                 logger.info("client registered", metadata: ["client_id": "\(created.client.clientID)"])
-                var members: [(String, JSONValue)] = [
-                    ("client_id", .string(created.client.clientID)),
-                    ("client_id_issued_at", .int(Int64(created.client.createdAt.timeIntervalSince1970))),
-                ]
-                if let secret = created.secret {
-                    members.append(("client_secret", .string(secret)))
-                    members.append(("client_secret_expires_at", .int(0)))
-                }
-                members += [
-                    ("client_name", .string(created.client.name)),
-                    ("redirect_uris", .array(created.client.redirectURIs.map(JSONValue.string))),
-                    ("token_endpoint_auth_method", .string(created.client.tokenEndpointAuthMethod)),
-                    ("grant_types", .array(created.client.grantTypes.map(JSONValue.string))),
-                    ("response_types", .array(created.client.responseTypes.map(JSONValue.string))),
-                    ("application_type", .string(created.client.applicationType)),
-                    ("id_token_signed_response_alg", .string(created.client.idTokenSignedResponseAlg.rawValue)),
-                    ("access_token_format", .string(created.client.accessTokenFormat)),
-                ]
-                if !created.client.scope.isEmpty { members.append(("scope", .string(created.client.scope))) }
-                var headers = HTTPFields()
-                headers[.cacheControl] = "no-store"
-                return Responses.json(Array(JSONText.object(members).utf8), status: .created, headers: headers)
+                return Self.clientInformation(
+                    created.client, secret: created.secret, registrationAccessToken: created.registrationAccessToken,
+                    issuer: issuer, status: .created)
             } catch let error as OAuthError {
                 return Responses.error(error)
             }
         }
+        addClientConfigurationRoutes(to: router)
         router.post("/keys/rotate") { request, context -> Response in
             try Self.checkSameOrigin(request, issuer: issuer, listenerAddress: context.localAddress)
             try await requireRight(.admin, request: request, context: context, listener: listener)

@@ -31,6 +31,10 @@ public struct Client: Sendable, Equatable, Codable {
     /// The operator asks users to confirm before their first sign-in (`consent_required`, a tsidp
     /// extension); dynamically registered clients always ask.
     public var consentRequired = false
+    /// The digest (as ``hashSecret(_:)`` makes it) of the RFC 7592 registration access token that
+    /// manages this client at `/register/<client_id>`; `nil` for clients the operator registered.
+    /// Stored as `registration_access_token_hash`, a member older readers ignore.
+    public var registrationTokenHash: String? = nil
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -98,6 +102,7 @@ public struct Client: Sendable, Equatable, Codable {
         case dynamicallyRegistered = "dynamically_registered", createdAt = "created_at"
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
         case consentRequired = "consent_required"
+        case registrationTokenHash = "registration_access_token_hash"
     }
 
     /// Whether access tokens are RFC 9068 JWTs.
@@ -139,6 +144,8 @@ public struct Client: Sendable, Equatable, Codable {
             try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
         accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? "opaque"
         consentRequired = try c.decodeIfPresent(Bool.self, forKey: .consentRequired) ?? false
+        registrationTokenHash =
+            (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -169,6 +176,19 @@ public struct Client: Sendable, Equatable, Codable {
         }
         if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
         if consentRequired { try c.encode(true, forKey: .consentRequired) }
+        if let registrationTokenHash { try c.encode(registrationTokenHash, forKey: .registrationTokenHash) }
+    }
+
+    /// Whether `token` is this client's registration access token.
+    ///
+    /// - Important: Compares digests in constant time; a client without a token matches nothing.
+    public func registrationTokenMatches(_ token: String) -> Bool {
+        let presented = Self.hashSecret(token)
+        guard let registrationTokenHash else {
+            _ = ConstantTime.equals(presented, presented)
+            return false
+        }
+        return ConstantTime.equals(presented, registrationTokenHash)
     }
 }
 

@@ -138,14 +138,39 @@ public actor ClientRegistry: StateWriteSource {
         }
     }
 
+    /// Where plain `http` redirect URIs may point, for every registration and change.
+    public private(set) var plainHTTPRedirects: RedirectURI.PlainHTTP = .privateHosts
+
+    /// Sets where plain `http` redirect URIs may point (`--dev` allows any host).
+    public func setPlainHTTPRedirects(_ rule: RedirectURI.PlainHTTP) {
+        plainHTTPRedirects = rule
+    }
+
     /// Registers a client and returns it with its secret (`nil` for public clients). The secret
     /// is shown once; only its digest is stored.
     public func register(_ registration: Registration) async throws -> (client: Client, secret: String?) {
+        let created = try await create(registration, registrationToken: nil)
+        return (created.client, created.secret)
+    }
+
+    /// Registers a client through RFC 7591 and returns it with its secret and its RFC 7592
+    /// registration access token, both shown once; only their digests are stored.
+    public func registerDynamically(_ registration: Registration) async throws -> (
+        client: Client, secret: String?, registrationAccessToken: String
+    ) {
+        let token = RandomToken.hex(bytes: 32)
+        let created = try await create(registration, registrationToken: token)
+        return (created.client, created.secret, token)
+    }
+
+    /// Checks `registration` against every rule a client's metadata must satisfy, whichever path
+    /// it comes by, and returns its ID token algorithm.
+    func validate(_ registration: Registration) throws -> SigningAlgorithm {
         guard !registration.redirectURIs.isEmpty else {
             throw OAuthError(.invalidClientMetadata, "redirect_uris is required")
         }
         try ClientMetadataLimits.check(registration)
-        for uri in registration.redirectURIs { try RedirectURI.validate(uri) }
+        for uri in registration.redirectURIs { try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects) }
         let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
             throw OAuthError(
@@ -161,6 +186,13 @@ public actor ClientRegistry: StateWriteSource {
         for scope in Scope.parse(registration.scope) where !Scope.isValidToken(scope) {
             throw OAuthError(.invalidClientMetadata, "scope \(scope) is not a valid scope token")
         }
+        return algorithm
+    }
+
+    private func create(_ registration: Registration, registrationToken: String?) async throws -> (
+        client: Client, secret: String?
+    ) {
+        let algorithm = try validate(registration)
         try Self.checkRegistrationLimit(registration, in: clients)
         let id = RandomToken.hex(bytes: 16)
         let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
@@ -174,6 +206,7 @@ public actor ClientRegistry: StateWriteSource {
         client.idTokenSignedResponseAlg = algorithm
         client.accessTokenFormat = registration.accessTokenFormat
         client.consentRequired = registration.consentRequired
+        client.registrationTokenHash = registrationToken.map(Client.hashSecret)
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -181,6 +214,67 @@ public actor ClientRegistry: StateWriteSource {
             clients[id] = created
         }
         return (client, secret)
+    }
+
+    /// The client `id` when `token` is its RFC 7592 registration access token; `nil` when there is
+    /// no such client, it has no token, or the token is another.
+    ///
+    /// - Important: The three cases are not told apart, so a caller learns nothing about clients
+    ///   it holds no token for; the comparison is constant-time.
+    public func client(_ id: String, registrationAccessToken token: String) -> Client? {
+        guard let client = clients[id] else {
+            _ = Client(clientID: "", secretHash: nil, name: "", redirectURIs: []).registrationTokenMatches(token)
+            return nil
+        }
+        return client.registrationTokenMatches(token) ? client : nil
+    }
+
+    /// RFC 7592 §2.2: replaces the metadata of client `id` with `registration`, checked exactly
+    /// as a new registration is. The client ID, creation time, registration access token and
+    /// consent rule stay; the secret stays unless the client becomes public (removed) or stops
+    /// being public (a new one, returned once).
+    ///
+    /// - Parameter presentedSecret: the body's `client_secret`, which must be the current one.
+    public func replaceMetadata(_ id: String, with registration: Registration, presentedSecret: String?) async throws
+        -> (client: Client, secret: String?)
+    {
+        guard let existing = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        if let presentedSecret, !existing.secretMatches(presentedSecret) {
+            throw OAuthError(.invalidRequest, "client_secret does not match the client's current secret")
+        }
+        let algorithm = try validate(registration)
+        var newSecret: String?
+        var secretHash = existing.secretHash
+        if registration.tokenEndpointAuthMethod == "none" {
+            secretHash = nil
+        } else if secretHash == nil {
+            let secret = RandomToken.hex(bytes: 32)
+            newSecret = secret
+            secretHash = Client.hashSecret(secret)
+        }
+        let replacementHash = secretHash
+        let tokenHash = existing.registrationTokenHash
+        try await apply { clients in
+            guard var client = clients[id], client.registrationTokenHash == tokenHash else {
+                throw OAuthError(.notFound, "client not found")
+            }
+            client.secretHash = replacementHash
+            client.name = registration.name
+            client.redirectURIs = registration.redirectURIs
+            client.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod
+            client.grantTypes = registration.grantTypes
+            client.responseTypes = registration.responseTypes
+            client.scope = registration.scope
+            client.clientURI = registration.clientURI
+            client.logoURI = registration.logoURI
+            client.contacts = registration.contacts
+            client.applicationType = registration.applicationType
+            client.idTokenSignedResponseAlg = algorithm
+            client.accessTokenFormat = registration.accessTokenFormat
+            clients[id] = client
+        }
+        guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
+        return (updated, newSecret)
     }
 
     private static func checkRegistrationLimit(_ registration: Registration, in clients: [String: Client]) throws {
@@ -199,7 +293,7 @@ public actor ClientRegistry: StateWriteSource {
         guard clients[id] != nil else { throw OAuthError(.notFound, "client not found") }
         guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
         try ClientMetadataLimits.check(Registration(name: name, redirectURIs: redirectURIs))
-        for uri in redirectURIs { try RedirectURI.validate(uri) }
+        for uri in redirectURIs { try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects) }
         try await apply { clients in
             guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
             client.name = name

@@ -59,7 +59,8 @@ extension Provider {
                     return .errorPage(OAuthError(.invalidRequest, "The request has no redirect_uri."))
                 }
                 do {
-                    try RedirectURI.validate(uri)
+                    // The legacy flow is the operator's opt-out: plain http to any host, as the Go tsidp.
+                    try RedirectURI.validate(uri, plainHTTP: .anyHost)
                 } catch let error as OAuthError {
                     return .errorPage(OAuthError(.invalidRequest, "The redirect_uri is not usable: \(error.message)."))
                 }

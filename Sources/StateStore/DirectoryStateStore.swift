@@ -22,6 +22,8 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     // Serializes writers and keeps blocking file I/O off the concurrency pool; readers see whole
     // files thanks to rename.
     private let queue = DispatchQueue(label: "tsidp.state.directory")
+    /// The directory's lock, held as long as the store lives, when it was opened `exclusive`.
+    private let lock: DirectoryLock?
 
     /// Opens the directory at `path`, creating it (and any missing parent) with mode 0700 if it
     /// does not exist.
@@ -29,9 +31,13 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     /// An existing directory's mode is left as the operator set it; when other users may enter
     /// or read it, a warning naming the path and its mode goes to `logger`.
     ///
+    /// With `exclusive`, the store holds the directory's ``DirectoryLock`` for as long as it
+    /// lives: a running server opens its store so, and `tsidp clients --dir` too.
+    ///
     /// - Throws: ``StateStoreError/Kind/configuration`` with a one-line reason naming the path
-    ///   (an empty path, a path through a regular file, no permission).
-    public init(path: String, logger: Logger? = nil) throws {
+    ///   (an empty path, a path through a regular file, no permission); ``DirectoryLock/Busy``
+    ///   when `exclusive` and another process holds the directory.
+    public init(path: String, logger: Logger? = nil, exclusive: Bool = false) throws {
         guard !path.isEmpty else {
             throw StateStoreError(.configuration, "the state directory path is empty")
         }
@@ -44,6 +50,8 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         guard access(url.path, W_OK | R_OK | X_OK) == 0 else {
             throw StateStoreError(.configuration, "state directory \(url.path) is not writable: \(Self.errnoText())")
         }
+        // The lock first: another holder may be writing, and its temporary files are not leftovers.
+        self.lock = exclusive ? try DirectoryLock(directory: url.path) : nil
         try Self.removeLeftovers(in: url)
         self.directory = url
     }

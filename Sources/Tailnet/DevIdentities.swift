@@ -12,7 +12,10 @@ public enum DevIdentities {
 
     /// One demo user, used when no file is given: alice@example.com on alice-laptop, allowed to
     /// use the admin UI and dynamic client registration.
-    public static var builtIn: [WhoIsResponse?] {
+    public static var builtIn: [WhoIsResponse?] { builtIn(capabilityName: tsidpCapability) }
+
+    /// The demo user, with its grant under `capabilityName` (the `--cap-name` tsidp reads).
+    public static func builtIn(capabilityName: String) -> [WhoIsResponse?] {
         [
             WhoIsResponse(
                 node: Node(
@@ -21,7 +24,7 @@ public enum DevIdentities {
                     addresses: ["100.64.0.1/32", "fd7a:115c:a1e0::1/128"], computedName: "alice-laptop",
                     hostinfo: Hostinfo(os: "linux", hostname: "alice-laptop")),
                 userProfile: UserProfile(id: 2001, loginName: "alice@example.com", displayName: "Alice Example"),
-                capMap: [tsidpCapability: [.object(["allow_admin_ui": .bool(true), "allow_dcr": .bool(true)])]])
+                capMap: [capabilityName: [.object(["allow_admin_ui": .bool(true), "allow_dcr": .bool(true)])]])
         ]
     }
 

@@ -48,8 +48,13 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
     public var grantJournalEntries: Int? = nil
     /// `--server-url`, `--trusted-proxy`, `--unix-socket` and sockets passed by systemd.
     public var reverseProxy = ReverseProxySettings()
+    /// `--cap-name` (`TSIDP_CAP_NAME`): the application capability under which grants are read
+    /// from WhoIs, in every mode.
+    public var capabilityName: String = Configuration.defaultCapabilityName
 
     public static let defaultSocket = "/var/run/tailscale/tailscaled.sock"
+    /// The Go tsidp's capability name.
+    public static let defaultCapabilityName = "tailscale.com/cap/tsidp"
 
     public var description: String {
         "Configuration(mode: \(mode), port: \(port), localPort: \(localPort.map(String.init) ?? "off"), "
@@ -202,12 +207,38 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
             listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
         resolved.logFormat = logFormat
+        resolved.capabilityName = try capabilityName(command.capName, environment: environment)
         if resolved.mode == .embedded {
             try resolved.resolveEmbedded(command, environment: environment)
         }
         resolved.reverseProxy = try ReverseProxySettings.resolve(
             command, environment: environment, dev: dev, embedded: resolved.mode == .embedded)
         return resolved
+    }
+
+    /// The `--cap-name` (or `TSIDP_CAP_NAME`) value, checked: a Tailscale capability name is one
+    /// token such as `example.com/cap/tsidp`.
+    static func capabilityName(_ flag: String?, environment: [String: String]) throws -> String {
+        let source = flag == nil ? "TSIDP_CAP_NAME" : "--cap-name"
+        let fromEnvironment = environment["TSIDP_CAP_NAME"].flatMap { $0.isEmpty ? nil : $0 }
+        guard let name = flag ?? fromEnvironment else { return defaultCapabilityName }
+        guard !name.isEmpty else {
+            throw UsageError("\(source) is empty: name the capability, e.g. example.com/cap/tsidp, or leave it out")
+        }
+        guard name.utf8.count <= 256 else {
+            throw UsageError("\(source) is too long (\(name.utf8.count) bytes): use at most 256")
+        }
+        guard
+            !name.unicodeScalars.contains(where: { $0.properties.isWhitespace || $0.value < 0x20 || $0.value == 0x7F })
+        else {
+            throw UsageError("\(source) \"\(name)\" contains white space or control characters")
+        }
+        guard let slash = name.firstIndex(of: "/"), slash != name.startIndex, name.last != "/" else {
+            throw UsageError(
+                "\(source) \"\(name)\" is not a capability name: use a domain you control and a path, e.g. example.com/cap/tsidp"
+            )
+        }
+        return name
     }
 
     /// Features that are parsed but not built yet, as a one-line refusal.

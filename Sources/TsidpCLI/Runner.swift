@@ -71,9 +71,11 @@ struct Runner {
     /// Opens the state directory, printing a one-line reason when it cannot be used.
     static func openStore(_ path: String, logger: Logger) throws -> DirectoryStateStore {
         do {
-            return try DirectoryStateStore(path: path, logger: logger)
+            return try DirectoryStateStore(path: path, logger: logger, exclusive: true)
         } catch let error as StateStoreError {
             throw UsageError(error.message)
+        } catch let busy as DirectoryLock.Busy {
+            throw UsageError("\(busy.description) (it holds \(DirectoryLock.fileName)); stop it first")
         }
     }
 
@@ -91,6 +93,10 @@ struct Runner {
             throw UsageError(error.message)
         } catch let error as StateStoreError {
             throw UsageError(error.message)
+        }
+        if options.mode == .development {
+            // --dev never serves beyond this machine: an application under test may use any host.
+            await clients.setPlainHTTPRedirects(.anyHost)
         }
         var settings = ProviderConfiguration(issuer: issuer, idpHost: idpHost)
         settings.enableTokenExchange = options.enableSTS
@@ -142,7 +148,7 @@ struct Runner {
                 throw UsageError("--dev-identities \(error.message)")
             }
         } else {
-            identities = DevIdentities.builtIn
+            identities = DevIdentities.builtIn(capabilityName: configuration.capabilityName)
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
         let store = try await Self.openStateStore(configuration, directory: stateDirectory, logger: logger)
@@ -173,7 +179,7 @@ struct Runner {
         let localAPI = LocalAPIClient(
             socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
         let caller = CallerIdentity(
-            localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability, metrics: metrics)
+            localAPI: localAPI, capabilityName: configuration.capabilityName, metrics: metrics)
         let provider = try await Self.makeProvider(
             writer: writer, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
             logger: logger, metrics: metrics)

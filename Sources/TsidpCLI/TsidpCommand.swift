@@ -12,6 +12,7 @@ public struct TsidpCommand: ParsableCommand {
             relying parties get standard OIDC tokens.
 
             Try it without a tailnet:   tsidp --dev   (then open http://localhost:8080/.well-known/openid-configuration)
+            Manage clients:             tsidp clients --help
 
             Every flag also takes Go's spellings: -port 443, -port=443, --funnel=false.
             Environment variables (a flag given on the command line wins):
@@ -20,7 +21,7 @@ public struct TsidpCommand: ParsableCommand {
               TSIDP_IDLE_TIMEOUT, TSIDP_READ_HEADER_TIMEOUT, TSIDP_READ_BODY_TIMEOUT,
               TSIDP_MAX_CONNECTIONS_PER_PEER, TSIDP_MAX_CONNECTIONS,
               TSIDP_SERVER_URL, TSIDP_TRUSTED_PROXIES (comma-separated), TSIDP_UNIX_SOCKET,
-              TSIDP_TAILSCALED, TS_AUTHKEY / TS_AUTH_KEY / TS_AUTHKEY_FILE, TS_ADVERTISE_TAGS, TSNET_FORCE_LOGIN,
+              TSIDP_TAILSCALED, TSIDP_CAP_NAME, TS_AUTHKEY / TS_AUTH_KEY / TS_AUTHKEY_FILE, TS_ADVERTISE_TAGS, TSNET_FORCE_LOGIN,
               TS_TAILSCALED_EXTRA_ARGS (embedded node), TAILSCALE_USE_WIP_CODE=1 (required outside --dev).
 
             Behind a reverse proxy (docs/reverse-proxy.md): --server-url sets the issuer; the caller is
@@ -184,6 +185,13 @@ public struct TsidpCommand: ParsableCommand {
             "A reverse proxy whose X-Forwarded-For names the caller: a CIDR range or address, or unix for every unix-socket connection; repeatable. Env: TSIDP_TRUSTED_PROXIES (comma-separated). (default: none)",
             valueName: "cidr|unix"))
     public var trustedProxies: [String] = []
+
+    @Option(
+        name: .customLong("cap-name"),
+        help:
+            "The application capability whose grants (allow_admin_ui, allow_dcr, extraClaims, ...) tsidp reads from WhoIs. Env: TSIDP_CAP_NAME. (default: tailscale.com/cap/tsidp)"
+    )
+    public var capName: String?
 
     @Option(
         name: .customLong("unix-socket"),

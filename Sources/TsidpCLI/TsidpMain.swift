@@ -16,6 +16,9 @@ import Telemetry
 /// and runs the server.
 public enum TsidpMain {
     public static func main(arguments: [String] = Array(CommandLine.arguments.dropFirst())) async {
+        // `tsidp clients …` is a command of its own; every other command line is the server's,
+        // in Go's flag spellings (the server takes no positional argument, so nothing clashes).
+        if ClientsMain.handles(arguments) { await ClientsMain.main(arguments: arguments) }
         var configuration: Configuration
         switch parse(arguments: arguments, environment: ProcessInfo.processInfo.environment) {
         case .exit(let status, let output, let toStandardError):

@@ -63,20 +63,25 @@ struct Harness {
     /// The series the provider, the writer and WhoIs report to.
     let metrics: TsidpMetrics
 
-    static func identity(login: String, rules: [JSONValue], profilePicURL: String = "") -> WhoIsResponse {
+    static func identity(
+        login: String, rules: [JSONValue], profilePicURL: String = "", grantedUnder: String = "tailscale.com/cap/tsidp"
+    ) -> WhoIsResponse {
         WhoIsResponse(
             node: Node(
                 id: 1001, stableID: "nA", name: "alice-laptop.example-tailnet.ts.net.", user: 2001, key: "nodekey:aa",
                 addresses: ["100.64.0.1/32"]),
             userProfile: UserProfile(
                 id: 2001, loginName: login, displayName: "Alice Example", profilePicURL: profilePicURL),
-            capMap: ["tailscale.com/cap/tsidp": rules])
+            capMap: [grantedUnder: rules])
     }
 
-    /// Runs `body` against the live HTTP server; the caller (127.0.0.1) is identity 1.
+    /// Runs `body` against the live HTTP server; the caller (127.0.0.1) is identity 1, whose
+    /// `rules` are granted under `grantedUnder`; the server reads grants under `capabilityName`.
     static func run(
         rules: [JSONValue] = [adminRule], listener: Listener = .tailnet, debugAllRequests: Bool = false,
         escapeLogs: Bool = false, profilePicURL: String = "", forwardedTrust: ForwardedTrust = .nobody,
+        capabilityName: String = "tailscale.com/cap/tsidp", grantedUnder: String = "tailscale.com/cap/tsidp",
+        store reused: MemoryStateStore? = nil,
         _ body: @Sendable (Harness, any TestClientProtocol) async throws -> Void
     ) async throws {
         let directory = NSTemporaryDirectory() + "/tsidp-srv-\(UUID().uuidString.prefix(8))"
@@ -84,9 +89,13 @@ struct Harness {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let tailnet = SimulatedTailnet(
             socketPath: directory + "/s.sock",
-            identities: [identity(login: "alice@example.com", rules: rules, profilePicURL: profilePicURL)])
+            identities: [
+                identity(
+                    login: "alice@example.com", rules: rules, profilePicURL: profilePicURL, grantedUnder: grantedUnder)
+            ])
         let capture = LogCapture()
-        let store = MemoryStateStore()
+        // A store handed in from an earlier run is a restart: everything is loaded from it.
+        let store = reused ?? MemoryStateStore()
         let faults = FaultInjectingStateStore(wrapping: store)
         let metrics = TsidpMetrics(version: "test")
         let writer = StateWriter(store: faults, metrics: metrics)
@@ -100,7 +109,7 @@ struct Harness {
             provider: provider,
             identity: CallerIdentity(
                 localAPI: LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5)),
-                capabilityName: "tailscale.com/cap/tsidp", metrics: metrics),
+                capabilityName: capabilityName, metrics: metrics),
             options: options, logger: capture.logger(escaping: escapeLogs))
         let harness = Harness(
             provider: provider, server: server, store: store, faults: faults, capture: capture,

@@ -190,7 +190,7 @@ struct EmbeddedServing: Service, CustomStringConvertible {
         let issuer = configuration.issuer(
             default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
         let caller = CallerIdentity(
-            localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
+            localAPI: localAPI, capabilityName: configuration.capabilityName,
             excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }),
             metrics: metrics)
         let provider = try await Runner.makeProvider(
