@@ -56,6 +56,8 @@ struct Harness {
     let faults: FaultInjectingStateStore
     let capture: LogCapture
     let socketDirectory: String
+    /// The simulated tailnet; ``SimulatedTailnet/setIdentities(_:)`` changes who the caller is.
+    let tailnet: SimulatedTailnet
 
     static func identity(login: String, rules: [JSONValue], profilePicURL: String = "") -> WhoIsResponse {
         WhoIsResponse(
@@ -97,7 +99,7 @@ struct Harness {
             options: options, logger: capture.logger(escaping: escapeLogs))
         let harness = Harness(
             provider: provider, server: server, store: store, faults: faults, capture: capture,
-            socketDirectory: directory)
+            socketDirectory: directory, tailnet: tailnet)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
         try await withThrowingTaskGroup(of: Void.self) { group in
