@@ -103,6 +103,10 @@ struct PageGate: RouterMiddleware {
         let caller: UserIdentity
         do {
             caller = try await server.identity.identify(context.callerAddress)
+        } catch .unavailable {
+            throw PageError(
+                .serviceUnavailable, "Tailnet unavailable",
+                "tsidp cannot ask the tailnet who you are right now; try again in a moment.")
         } catch {
             throw PageError.forbidden("Your device is not identified on the tailnet.")
         }

@@ -401,6 +401,41 @@ struct AdminUIHTTPTests {
         }
     }
 
+    @Test("when the store cannot be written, the UI answers 503 and nothing changes")
+    func failedWrites() async throws {
+        try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
+            let registered = try await harness.client()
+            let refreshToken = try await UIRequests.login(client, id: registered.id, secret: registered.secret)
+            let newPage = try await client.execute(uri: "/new", method: .get)
+            let newToken = try #require(UIRequests.fields(ofFormPostingTo: "/new", in: newPage.text)["csrf_token"])
+            let edit = try await client.execute(uri: "/edit/\(registered.id)", method: .get)
+            let secretToken = try #require(
+                UIRequests.fields(ofFormPostingTo: "/edit/\(registered.id)/secret", in: edit.text)["csrf_token"])
+            let me = try await client.execute(uri: "/me", method: .get)
+            let endForm = UIRequests.fields(ofFormPostingTo: "/me/logins/end", in: me.text)
+
+            harness.faults.failAllWrites = true
+            let created = try await UIRequests.post(
+                client, "/new", [("name", "New"), ("redirect_uri", UIRequests.redirect), ("csrf_token", newToken)])
+            #expect(created.status == .serviceUnavailable)
+            #expect(created.text.contains("id=\"form-error\""))
+            let regenerated = try await UIRequests.post(
+                client, "/edit/\(registered.id)/secret", [("csrf_token", secretToken)])
+            #expect(regenerated.status == .serviceUnavailable)
+            let ended = try await UIRequests.post(
+                client, "/me/logins/end",
+                [("login", try #require(endForm["login"])), ("csrf_token", try #require(endForm["csrf_token"]))])
+            #expect(ended.status == .serviceUnavailable)
+            harness.faults.failAllWrites = false
+
+            #expect(await harness.provider.clients.all().count == 1)
+            #expect(await harness.provider.clients.client(registered.id)?.secretMatches(registered.secret) == true)
+            let refreshed = try await UIRequests.refresh(
+                client, id: registered.id, secret: registered.secret, token: refreshToken)
+            #expect(refreshed.status == .ok)
+        }
+    }
+
     @Test("without Origin, Sec-Fetch-Site: same-origin and the token are enough")
     func sameOriginWithoutOrigin() async throws {
         try await Harness.run { (harness: Harness, client: any TestClientProtocol) async throws in
