@@ -72,8 +72,7 @@ class Site:
         self.server.server_close()
 
 
-@pytest.fixture
-def chrome(peer_import, missing_tool_policy, scratch_dirs):
+def start_chrome(peer_import, missing_tool_policy, scratch_dirs, javascript: bool = True):
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         missing_tool_policy(f"{CHROMIUM} or {CHROMEDRIVER} is missing; {INSTALL_HINT}")
     webdriver = peer_import("selenium.webdriver", INSTALL_HINT)
@@ -82,8 +81,25 @@ def chrome(peer_import, missing_tool_policy, scratch_dirs):
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
         options.add_argument(argument)
     options.add_argument(f"--user-data-dir={scratch_dirs('chrome-profile')}")
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(WAIT)
+    return driver
+
+
+@pytest.fixture
+def chrome(peer_import, missing_tool_policy, scratch_dirs):
+    driver = start_chrome(peer_import, missing_tool_policy, scratch_dirs)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def chrome_without_javascript(peer_import, missing_tool_policy, scratch_dirs):
+    driver = start_chrome(peer_import, missing_tool_policy, scratch_dirs, javascript=False)
     try:
         yield driver
     finally:
@@ -310,3 +326,41 @@ def test_a_user_ends_a_login_on_their_page(chrome, site, tsidp_factory, alice_an
     assert chrome.find_element(By.ID, "no-logins")
     ended = token(tsidp, client_id, secret, grant_type="refresh_token", refresh_token=refresh_token)
     assert ended.status_code == 400 and ended.json()["error"] == "invalid_grant", ended.text
+
+
+def test_every_action_works_without_javascript(chrome_without_javascript, site, tsidp_factory, alice_and_bob,
+                                               bounded_wait):
+    from selenium.webdriver.common.by import By
+
+    chrome = chrome_without_javascript
+    tsidp = tsidp_factory(identities=alice_and_bob)
+    chrome.get(tsidp.url("/new"))
+    chrome.find_element(By.NAME, "name").send_keys("No script")
+    chrome.find_element(By.NAME, "redirect_uri").send_keys(site.url("/cb"))
+    submit(chrome, bounded_wait, "button[type=submit].primary")
+    client_id = chrome.find_element(By.ID, "client-id").text
+    secret = chrome.find_element(By.ID, "client-secret").text
+    assert len(secret) == 64, chrome.page_source[:2000]
+    # The script did not run: no Copy button, and the secret is plain text on the page.
+    assert not chrome.find_element(By.CSS_SELECTOR, "button[data-copy-from=client-secret]").is_displayed()
+    code = sign_in(chrome, bounded_wait, tsidp, client_id, site.url("/cb"))
+    answer = token(tsidp, client_id, secret, grant_type="authorization_code", code=code, redirect_uri=site.url("/cb"))
+    assert answer.status_code == 200, answer.text
+
+    chrome.get(tsidp.url(f"/edit/{client_id}"))
+    name = chrome.find_element(By.NAME, "name")
+    name.clear()
+    name.send_keys("Still no script")
+    submit(chrome, bounded_wait, "button[type=submit].primary")
+    assert "Saved." in chrome.find_element(By.CSS_SELECTOR, ".notice").text
+    submit(chrome, bounded_wait, "#regenerate")
+    assert len(chrome.find_element(By.ID, "client-secret").text) == 64
+
+    chrome.get(tsidp.url("/me"))
+    submit(chrome, bounded_wait, "form[action='/me/logins/end'] button")
+    assert chrome.find_element(By.ID, "no-logins")
+
+    chrome.get(tsidp.url(f"/edit/{client_id}/delete"))
+    submit(chrome, bounded_wait, "#confirm-delete")
+    assert "The client was deleted." in chrome.find_element(By.CSS_SELECTOR, ".notice").text
+    assert browser_session().get(tsidp.url(f"/clients/{client_id}")).status_code == 404

@@ -220,7 +220,7 @@ extension PageTemplates {
     /// The UI's stylesheet, served at `/style.css`.
     static let stylesheet = """
         :root{--fg:#1f2328;--muted:#59636e;--line:#d0d7de;--soft:#f6f8fa;--green:#1f883d;--red:#cf222e}
-        *{box-sizing:border-box}
+        *{box-sizing:border-box}[hidden]{display:none!important}
         body{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;color:var(--fg);margin:0;line-height:1.45}
         header{display:flex;align-items:center;gap:1.5rem;padding:.75rem 1.5rem;border-bottom:1px solid var(--line);background:var(--soft)}
         header .brand{font-weight:700;color:var(--fg);text-decoration:none}
