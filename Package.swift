@@ -28,12 +28,14 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/hummingbird-project/swift-mustache.git", from: "2.1.1"),
         .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         .target(
             name: "OIDCProvider",
             dependencies: [
-                "StateStore", "AnyJSON",
+                "StateStore", "AnyJSON", "Telemetry",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "Logging", package: "swift-log"),
@@ -54,9 +56,17 @@ let package = Package(
         ),
         .target(name: "AnyJSON", swiftSettings: strict),
         .target(
+            name: "Telemetry",
+            dependencies: [
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
             name: "StateStore",
             dependencies: [
-                "AnyJSON",
+                "AnyJSON", "Telemetry",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -70,7 +80,7 @@ let package = Package(
         .target(
             name: "IDPServer",
             dependencies: [
-                "OIDCProvider", "Tailnet", "StateStore", "AnyJSON",
+                "OIDCProvider", "Tailnet", "StateStore", "AnyJSON", "Telemetry",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -91,7 +101,9 @@ let package = Package(
         .target(
             name: "TsidpCLI",
             dependencies: [
-                "IDPServer", "Tailnet", "StateStore", "OIDCProvider",
+                "IDPServer", "Tailnet", "StateStore", "OIDCProvider", "Telemetry",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -126,7 +138,7 @@ let package = Package(
         .testTarget(
             name: "OIDCProviderTests",
             dependencies: [
-                "OIDCProvider", "StateStore", "StateStoreTesting", .product(name: "JWTKit", package: "jwt-kit"),
+                "OIDCProvider", "StateStore", "StateStoreTesting", "Telemetry", .product(name: "JWTKit", package: "jwt-kit"),
             ],
             swiftSettings: strict
         ),
@@ -144,7 +156,7 @@ let package = Package(
         .testTarget(
             name: "StateStoreTests",
             dependencies: [
-                "StateStore", "StateStoreTesting", "AnyJSON",
+                "StateStore", "StateStoreTesting", "AnyJSON", "Telemetry",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -156,7 +168,7 @@ let package = Package(
         .testTarget(
             name: "IDPServerTests",
             dependencies: [
-                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "StateStoreTesting", "AnyJSON",
+                "IDPServer", "OIDCProvider", "Tailnet", "StateStore", "StateStoreTesting", "AnyJSON", "Telemetry",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -171,7 +183,7 @@ let package = Package(
         .testTarget(
             name: "TsidpCLITests",
             dependencies: [
-                "TsidpCLI", "Tailnet", "IDPServer",
+                "TsidpCLI", "Tailnet", "IDPServer", "Telemetry",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

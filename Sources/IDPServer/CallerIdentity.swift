@@ -2,6 +2,7 @@ import AnyJSON
 import Logging
 import OIDCProvider
 import Tailnet
+import Telemetry
 
 /// Turns WhoIs answers into the provider's ``UserIdentity``.
 public struct CallerIdentity: Sendable {
@@ -12,11 +13,17 @@ public struct CallerIdentity: Sendable {
     /// Nodes that are never a caller: tsidp's own node (a local process connecting to the node's
     /// own address would otherwise act as the node's owner).
     public let excludedNodeStableIDs: Set<String>
+    /// Where each WhoIs call's duration and outcome is recorded.
+    public var metrics: TsidpMetrics?
 
-    public init(localAPI: LocalAPIClient, capabilityName: String, excludedNodeStableIDs: Set<String> = []) {
+    public init(
+        localAPI: LocalAPIClient, capabilityName: String, excludedNodeStableIDs: Set<String> = [],
+        metrics: TsidpMetrics? = nil
+    ) {
         self.localAPI = localAPI
         self.capabilityName = capabilityName
         self.excludedNodeStableIDs = excludedNodeStableIDs
+        self.metrics = metrics
     }
 
     /// WhoIs for a request's caller (see ``CallerAddress``); a caller without an address is
@@ -36,11 +43,15 @@ public struct CallerIdentity: Sendable {
     public func identify(address: String?) async throws(IdentityFailure) -> UserIdentity {
         guard let address else { throw .unknownDevice("the connection has no peer address") }
         let whois: WhoIsResponse
+        let started = ContinuousClock.now
         do {
             whois = try await localAPI.whoIs(address: address)
+            metrics?.whoIs(.found, duration: ContinuousClock.now - started)
         } catch LocalAPIError.peerNotFound {
+            metrics?.whoIs(.notFound, duration: ContinuousClock.now - started)
             throw .unknownDevice("no tailnet peer at \(address)")
         } catch {
+            metrics?.whoIs(.failed, duration: ContinuousClock.now - started)
             throw .unavailable("\(error)")
         }
         guard !excludedNodeStableIDs.contains(whois.node.stableID) else {

@@ -45,6 +45,9 @@ public struct IDPServer: Sendable {
     ///   are the operator, not people.
     public func router(for listener: Listener, forwardedTrust: ForwardedTrust = .nobody) -> Router<IDPRequestContext> {
         let router = Router(context: IDPRequestContext.self)
+        router.middlewares.add(
+            RequestObservationMiddleware(
+                metrics: provider.metrics, listener: listener == .local ? .local : .tailnet, logger: logger))
         router.middlewares.add(CallerAddressMiddleware(trust: listener == .local ? .nobody : forwardedTrust))
         if options.debugAllRequests {
             router.middlewares.add(DebugDumpMiddleware(logger: logger))
@@ -59,6 +62,16 @@ public struct IDPServer: Sendable {
         addAdminUIRoutes(to: router, listener: listener)
         addUserPageRoutes(to: router, listener: listener)
         router.get("/healthz/live") { _, _ in Responses.text("ok\n") }
+        if listener == .local {
+            // Prometheus metrics: the operator's door only.
+            router.get("/metrics") { _, _ -> Response in
+                let text = provider.metrics.render(sizes: await provider.metricSizes())
+                var headers = HTTPFields()
+                headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+                return Response(
+                    status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: text)))
+            }
+        }
         router.get("/healthz/ready") { _, _ -> Response in
             await readiness()
                 ? Responses.text("ok\n") : Responses.text("identity service unreachable\n", status: .serviceUnavailable)

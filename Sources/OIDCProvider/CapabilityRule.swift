@@ -83,11 +83,15 @@ public struct Grants: Sendable, Equatable {
     /// Merging follows the Go tsidp: values for one claim are de-duplicated by their text form;
     /// if any rule gives a list the result is a list, otherwise the first scalar wins. Nested
     /// objects are ignored. Unlike the Go tsidp the order is deterministic (first seen first).
-    public func extraClaims(forUserInfo: Bool) -> [(String, JSONValue)] {
+    ///
+    /// - Parameter protected: claim names no rule may set. A rule that sets one of them adds no
+    ///   claim at all (see ``rulesSettingProtectedClaims(_:)``); the others still apply.
+    public func extraClaims(forUserInfo: Bool, protected: Set<String> = []) -> [(String, JSONValue)] {
         var order: [String] = []
         var values: [String: [JSONValue]] = [:]
         var isList: [String: Bool] = [:]
         for rule in rules where !forUserInfo || rule.includeInUserInfo {
+            if !protected.isEmpty, rule.extraClaims.keys.contains(where: protected.contains) { continue }
             for name in rule.extraClaims.keys.sorted() {
                 let value = rule.extraClaims[name]!
                 let items: [JSONValue]
@@ -117,6 +121,16 @@ public struct Grants: Sendable, Equatable {
             if isList[name] == true { return (name, .array(items)) }
             guard let first = items.first else { return nil }
             return (name, first)
+        }
+    }
+}
+
+extension Grants {
+    /// The rules (1-based, in grant order) whose `extraClaims` set a claim in `protected`, with
+    /// the first such claim of each, sorted by name.
+    public func rulesSettingProtectedClaims(_ protected: Set<String>) -> [(rule: Int, claim: String)] {
+        rules.enumerated().compactMap { index, rule in
+            rule.extraClaims.keys.filter(protected.contains).sorted().first.map { (index + 1, $0) }
         }
     }
 }

@@ -27,13 +27,10 @@ public enum IDToken {
         "userid:\(identity.userID)"
     }
 
-    /// Extra claims granted by `policy`, checked against the protected set.
-    static func extraClaims(_ policy: Grants, forUserInfo: Bool) throws -> [(String, JSONValue)] {
-        let claims = policy.extraClaims(forUserInfo: forUserInfo)
-        if let bad = claims.first(where: { protectedClaims.contains($0.0) }) {
-            throw OAuthError(.invalidRequest, "a grant tries to set the protected claim \(bad.0)")
-        }
-        return claims
+    /// Extra claims granted by `policy`. A rule that tries to set a protected claim adds
+    /// nothing (the sign-in goes on with the other rules' claims); the provider logs it.
+    static func extraClaims(_ policy: Grants, forUserInfo: Bool) -> [(String, JSONValue)] {
+        policy.extraClaims(forUserInfo: forUserInfo, protected: protectedClaims)
     }
 }
 
@@ -76,7 +73,7 @@ extension Provider {
         if !identity.groups.isEmpty {
             members.append(("groups", .array(identity.groups.map(JSONValue.string))))
         }
-        let extra = try IDToken.extraClaims(policy(for: identity), forUserInfo: false)
+        let extra = IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: false)
         let present = Set(members.map(\.0))
         for (name, value) in extra {
             if present.contains(name) {
@@ -99,7 +96,7 @@ extension Provider {
         ]
         if let picture = identity.pictureURL { members.append(("picture", .string(picture))) }
         if !identity.groups.isEmpty { members.append(("groups", .array(identity.groups.map(JSONValue.string)))) }
-        for (name, value) in try IDToken.extraClaims(policy(for: identity), forUserInfo: true) {
+        for (name, value) in IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: true) {
             members.removeAll { $0.0 == name }
             members.append((name, value))
         }

@@ -15,6 +15,22 @@ final class MalformedGrantLog: Sendable {
     /// - Returns: whether a line was logged.
     @discardableResult
     func report(_ problem: CapabilityError, for identity: UserIdentity, logger: Logger) -> Bool {
+        report(
+            problem, for: identity, logger: logger,
+            message: "the tsidp grant of a caller does not parse; the caller is granted nothing until it is fixed")
+    }
+
+    /// Logs `problem`, a rule that is ignored while the rest of the grant applies, once per node.
+    @discardableResult
+    func reportIgnored(_ problem: CapabilityError, for identity: UserIdentity, logger: Logger) -> Bool {
+        report(
+            problem, for: identity, logger: logger,
+            message: "a rule of a caller's tsidp grant is ignored; the sign-in goes on without it")
+    }
+
+    private func report(
+        _ problem: CapabilityError, for identity: UserIdentity, logger: Logger, message: Logger.Message
+    ) -> Bool {
         let node = identity.nodeStableID.isEmpty ? "\(identity.nodeID)" : identity.nodeStableID
         let first = logged.withLock { logged in
             if logged.count >= Self.capacity { logged.removeAll() }
@@ -22,7 +38,7 @@ final class MalformedGrantLog: Sendable {
         }
         guard first else { return false }
         logger.warning(
-            "the tsidp grant of a caller does not parse; the caller is granted nothing until it is fixed",
+            message,
             metadata: [
                 "node": "\(identity.nodeName.isEmpty ? node : identity.nodeName)",
                 "user": "\(identity.loginName)", "problem": "\(problem.message)",

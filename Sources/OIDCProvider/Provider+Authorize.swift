@@ -1,4 +1,5 @@
 import Foundation
+import Telemetry
 
 /// What `/authorize` answers.
 public enum AuthorizeResult: Sendable, Equatable {
@@ -27,6 +28,18 @@ extension Provider {
     ///   code can only be redeemed by the relying party's node.
     public func authorize(
         _ parameters: OAuthParameters, legacyNodeID: Int64? = nil,
+        identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
+    ) async -> AuthorizeResult {
+        var outcome = TsidpMetrics.LoginResult.refused
+        let result = await authorizeAnswer(
+            parameters, legacyNodeID: legacyNodeID, outcome: &outcome, identify: identify)
+        metrics.login(outcome)
+        return result
+    }
+
+    /// ``authorize(_:legacyNodeID:identify:)``, reporting in `outcome` what became of the sign-in.
+    func authorizeAnswer(
+        _ parameters: OAuthParameters, legacyNodeID: Int64?, outcome: inout TsidpMetrics.LoginResult,
         identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
     ) async -> AuthorizeResult {
         // 1. Client and redirect URI: failures here must not redirect anywhere.
@@ -173,12 +186,15 @@ extension Provider {
                 }
                 switch error {
                 case .unknownDevice:
+                    outcome = .unknownDevice
                     return fail(OAuthError(.accessDenied, "the device is not identified on the tailnet"))
                 case .unavailable:
+                    outcome = .unavailable
                     return fail(OAuthError(.temporarilyUnavailable, "the tailnet identity service is unavailable"))
                 }
             }
             guard !identity.isTagged else {
+                outcome = .unknownDevice
                 return fail(OAuthError(.accessDenied, "tagged devices have no user identity and cannot log in"))
             }
             if let hintSubject, hintSubject != IDToken.subject(identity), prompts.contains("none") {
@@ -224,12 +240,13 @@ extension Provider {
                             OAuthError(
                                 .temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
                     }
+                    outcome = .consentShown
                     return .consent(consentPrompt(requestID: requestID, parked: parked, client: client))
                 }
             }
 
             // 5. Issue the code.
-            return issueCode(parked)
+            return issueCode(parked, outcome: &outcome)
         } catch let error as OAuthError {
             return fail(error)
         } catch {
@@ -259,7 +276,7 @@ extension Provider {
     }
 
     /// Issues a code for a validated request and sends it to the client.
-    func issueCode(_ request: ConsentRequests.Parked) -> AuthorizeResult {
+    func issueCode(_ request: ConsentRequests.Parked, outcome: inout TsidpMetrics.LoginResult) -> AuthorizeResult {
         var grant = request.grant
         let issuedAt = now()
         grant.authTime = sessions.authenticate(
@@ -273,6 +290,7 @@ extension Provider {
                 grant.redirectURI, mode: request.responseMode, state: request.state,
                 error: OAuthError(.temporarilyUnavailable, "too many sign-ins in progress; try again in a few minutes"))
         }
+        outcome = .issued
         var fields: [(String, String)] = [("code", code)]
         if let state = request.state { fields.append(("state", state)) }
         fields.append(("iss", configuration.issuer))

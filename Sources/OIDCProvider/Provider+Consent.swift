@@ -1,4 +1,5 @@
 import Foundation
+import Telemetry
 
 /// A consent a user gave, as the user's own page lists it.
 public struct ConsentSummary: Sendable, Equatable {
@@ -56,6 +57,19 @@ extension Provider {
         requestID: String, csrfToken: String, decision: ConsentDecision,
         identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
     ) async -> AuthorizeResult {
+        var outcome = TsidpMetrics.LoginResult.refused
+        let result = await consentAnswer(
+            requestID: requestID, csrfToken: csrfToken, decision: decision, outcome: &outcome, identify: identify)
+        metrics.login(outcome)
+        return result
+    }
+
+    /// ``decideConsent(requestID:csrfToken:decision:identify:)``, reporting in `outcome` what
+    /// became of the sign-in.
+    func consentAnswer(
+        requestID: String, csrfToken: String, decision: ConsentDecision, outcome: inout TsidpMetrics.LoginResult,
+        identify: @Sendable () async throws(IdentityFailure) -> UserIdentity
+    ) async -> AuthorizeResult {
         let expired = OAuthError(
             .invalidRequest,
             "This sign-in request has expired or was already answered. Start again from the application.",
@@ -68,6 +82,7 @@ extension Provider {
         do {
             identity = try await identify()
         } catch {
+            outcome = .unknownDevice
             return .errorPage(OAuthError(.accessDenied, "The device is not identified on the tailnet.", status: 403))
         }
         let asked = parked.grant.identity
@@ -76,6 +91,7 @@ extension Provider {
                 OAuthError(.accessDenied, "This sign-in request was started by another user or device.", status: 403))
         }
         guard decision == .allow else {
+            outcome = .declined
             logger.info(
                 "sign-in declined on the consent page", metadata: ["client_id": "\(parked.grant.clientID)"])
             return respond(
@@ -97,7 +113,7 @@ extension Provider {
                 error: OAuthError(.temporarilyUnavailable, "the consent could not be stored; try again"))
         }
         logger.info("consent given", metadata: ["client_id": "\(record.clientID)"])
-        return issueCode(fresh)
+        return issueCode(fresh, outcome: &outcome)
     }
 
     /// The consents `userID` gave, newest first.

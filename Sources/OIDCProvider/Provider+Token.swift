@@ -1,5 +1,6 @@
 import AnyJSON
 import Foundation
+import Telemetry
 
 /// What `/token` (and `/revoke`, `/introspect`) answers: a JSON body and its status; a 401
 /// carries a `WWW-Authenticate: Basic` challenge.
@@ -7,6 +8,15 @@ public struct TokenResponse: Sendable {
     public var status: Int
     public var body: [UInt8]
     public var wwwAuthenticate: String?
+    /// The OAuth error of an error answer.
+    public var errorCode: OAuthError.Code?
+
+    init(status: Int, body: [UInt8], wwwAuthenticate: String?, errorCode: OAuthError.Code? = nil) {
+        self.status = status
+        self.body = body
+        self.wwwAuthenticate = wwwAuthenticate
+        self.errorCode = errorCode
+    }
 
     /// An error answer. Every 401 at these endpoints is a failed client authentication, which
     /// the client tried with HTTP Basic or could have (RFC 6749 §5.2): it carries the challenge,
@@ -14,7 +24,7 @@ public struct TokenResponse: Sendable {
     static func failure(_ error: OAuthError) -> TokenResponse {
         TokenResponse(
             status: error.status, body: error.jsonBody,
-            wwwAuthenticate: error.status == 401 ? "Basic realm=\"tsidp\"" : nil)
+            wwwAuthenticate: error.status == 401 ? "Basic realm=\"tsidp\"" : nil, errorCode: error.code)
     }
 }
 
@@ -63,6 +73,19 @@ extension Provider {
     /// - Important: Errors never echo a presented secret, code or token.
     public func token(
         _ form: OAuthParameters, authorization: String?, callerNodeID: (@Sendable () async -> Int64?)? = nil
+    ) async -> TokenResponse {
+        let grantLabel = TsidpMetrics.grantLabel((try? form.single("grant_type")) ?? nil)
+        let response = await tokenAnswer(form, authorization: authorization, callerNodeID: callerNodeID)
+        if response.status == 200 {
+            metrics.tokenIssued(grantType: grantLabel)
+        } else {
+            metrics.tokenRefused(grantType: grantLabel, error: response.errorCode?.rawValue ?? "unknown")
+        }
+        return response
+    }
+
+    func tokenAnswer(
+        _ form: OAuthParameters, authorization: String?, callerNodeID: (@Sendable () async -> Int64?)?
     ) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import StateStore
 import Synchronization
+import Telemetry
 
 /// Settings of the OIDC provider that do not change while it runs.
 public struct ProviderConfiguration: Sendable {
@@ -76,6 +77,8 @@ public final class Provider: Sendable {
     let writer: StateWriter?
     /// Asks the tailnet again who a grant's device belongs to (on every refresh).
     let reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)?
+    /// Where sign-ins and token answers are counted.
+    public let metrics: TsidpMetrics
 
     /// - Parameters:
     ///   - writer: the write path to where refresh families and access tokens are kept across
@@ -86,8 +89,10 @@ public final class Provider: Sendable {
         configuration: ProviderConfiguration, keys: KeyRing, clients: ClientRegistry,
         writer: StateWriter? = nil,
         reidentify: (@Sendable (UserIdentity) async throws(IdentityFailure) -> UserIdentity)? = nil,
-        logger: Logger = Logger(label: "tsidp.oidc"), now: @escaping @Sendable () -> Date = { Date() }
+        logger: Logger = Logger(label: "tsidp.oidc"), now: @escaping @Sendable () -> Date = { Date() },
+        metrics: TsidpMetrics = TsidpMetrics()
     ) {
+        self.metrics = metrics
         self.configuration = configuration
         self.keys = keys
         self.clients = clients
@@ -265,5 +270,21 @@ struct Discovery: Sendable {
             ("authorization_response_iss_parameter_supported", .bool(true)),
         ]
         return Array(JSONText.object(members).utf8)
+    }
+}
+
+extension Provider {
+    /// The sizes `/metrics` reports: live refresh families and access tokens (those past their
+    /// expiry are not counted, though the next sweep has yet to remove them) and registered
+    /// clients.
+    public func metricSizes() async -> TsidpMetrics.Sizes {
+        let instant = now()
+        let (families, tokens) = ledger.read { tables in
+            (
+                tables.families.values.reduce(0) { $0 + ($1.expiresAt > instant ? 1 : 0) },
+                tables.access.values.reduce(0) { $0 + ($1.expiresAt > instant ? 1 : 0) }
+            )
+        }
+        return TsidpMetrics.Sizes(refreshFamilies: families, accessTokens: tokens, clients: await clients.all().count)
     }
 }

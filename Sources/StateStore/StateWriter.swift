@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import ServiceLifecycle
+import Telemetry
 
 /// The one write path of everything tsidp stores: grants, clients and keys.
 ///
@@ -24,10 +25,13 @@ public actor StateWriter: Service {
     public private(set) var writes = 0
     /// Store writes that failed.
     public private(set) var failures = 0
+    /// Where each write's duration and failure is recorded.
+    private let metrics: TsidpMetrics?
 
-    public init(store: any StateStore, logger: Logger = Logger(label: "tsidp.state")) {
+    public init(store: any StateStore, logger: Logger = Logger(label: "tsidp.state"), metrics: TsidpMetrics? = nil) {
         self.store = store
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// Makes `source`'s pending changes durable: either writes them now (and whatever else is
@@ -45,10 +49,13 @@ public actor StateWriter: Service {
             let next = wanted.removeFirst()
             while let batch = await next.nextBatch() {
                 writes += 1
+                let started = ContinuousClock.now
                 do {
                     try await store.write(batch.entries)
+                    metrics?.stateWrite(duration: ContinuousClock.now - started, failed: false)
                     await next.finish(batch, error: nil)
                 } catch {
+                    metrics?.stateWrite(duration: ContinuousClock.now - started, failed: true)
                     failures += 1
                     if batch.isHousekeeping {
                         logger.warning(

@@ -25,6 +25,8 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
     public var funnel: Bool
     public var enableSTS: Bool
     public var logLevel: Logger.Level
+    /// `--log-format`: how log lines are written.
+    public var logFormat: LogFormat = .text
     public var allowInsecureRegistration: Bool
     public var debugAllRequests: Bool
     public var debugTailscaled: Bool
@@ -101,6 +103,10 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
         case "warn", "warning": level = .warning
         case "error": level = .error
         default: throw UsageError("invalid --log level \"\(levelText)\": use debug, info, warn or error")
+        }
+        let formatText = command.logFormat ?? envString("TSIDP_LOG_FORMAT") ?? "text"
+        guard let logFormat = LogFormat(rawValue: formatText.lowercased()) else {
+            throw UsageError("invalid --log-format \"\(formatText)\": use text or json")
         }
         let hostname = command.hostname ?? envString("TS_HOSTNAME") ?? "idp"
         guard !hostname.isEmpty, hostname.count <= 63,
@@ -195,6 +201,7 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
             devIdentitiesPath: command.devIdentities,
             listenerLimits: limits)
         resolved.grantJournalEntries = journalEntries
+        resolved.logFormat = logFormat
         if resolved.mode == .embedded {
             try resolved.resolveEmbedded(command, environment: environment)
         }
@@ -285,4 +292,12 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
         if nsError.code == NSFileReadNoPermissionError { return "permission denied" }
         return nsError.localizedDescription
     }
+}
+
+/// `--log-format`: how log lines are written to standard error.
+public enum LogFormat: String, Sendable, Equatable {
+    /// `timestamp level label: key=value message`, every value escaped.
+    case text
+    /// One JSON object per line (``JSONLogHandler``).
+    case json
 }

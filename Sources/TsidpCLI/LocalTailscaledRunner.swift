@@ -9,6 +9,7 @@ import ServiceLifecycle
 import StateStore
 import Synchronization
 import Tailnet
+import Telemetry
 
 /// `--use-local-tailscaled`: serves HTTPS on each of the host node's Tailscale addresses with the
 /// certificate tailscaled holds for the node's MagicDNS name, and asks the host's tailscaled who
@@ -16,6 +17,7 @@ import Tailnet
 struct LocalTailscaledRunner {
     let configuration: Configuration
     let logger: Logger
+    var metrics = TsidpMetrics(version: TsidpVersion.current)
 
     func run() async throws {
         let localAPI = LocalAPIClient(
@@ -49,15 +51,16 @@ struct LocalTailscaledRunner {
                 "--dir (or TS_STATE_DIR) is required with --use-local-tailscaled: it holds the signing key and clients")
         }
         let store = try await Runner.openStateStore(configuration, directory: stateDirectory, logger: logger)
-        let writer = StateWriter(store: store, logger: logger)
+        let writer = StateWriter(store: store, logger: logger, metrics: metrics)
         let issuer = configuration.issuer(
             default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
         let caller = CallerIdentity(
             localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
-            excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
+            excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }),
+            metrics: metrics)
         let provider = try await Runner.makeProvider(
             writer: writer, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration,
-            logger: logger)
+            logger: logger, metrics: metrics)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         let server = IDPServer(

@@ -6,6 +6,7 @@ import OIDCProvider
 import ServiceLifecycle
 import StateStore
 import Tailnet
+import Telemetry
 import UnixSignals
 
 /// Builds the provider and its listeners from a ``Configuration`` and runs them until SIGTERM
@@ -13,15 +14,17 @@ import UnixSignals
 struct Runner {
     let configuration: Configuration
     let logger: Logger
+    /// The series `/metrics` reports, shared by every part of this run.
+    var metrics = TsidpMetrics(version: TsidpVersion.current)
 
     func run() async throws {
         switch configuration.mode {
         case .development:
             try await runDevelopment()
         case .localTailscaled:
-            try await LocalTailscaledRunner(configuration: configuration, logger: logger).run()
+            try await LocalTailscaledRunner(configuration: configuration, logger: logger, metrics: metrics).run()
         case .embedded:
-            try await EmbeddedRunner(configuration: configuration, logger: logger).run()
+            try await EmbeddedRunner(configuration: configuration, logger: logger, metrics: metrics).run()
         }
     }
 
@@ -77,7 +80,7 @@ struct Runner {
     /// Loads keys and clients and builds the provider.
     static func makeProvider(
         writer: StateWriter, issuer: String, idpHost: String, identity: CallerIdentity, options: Configuration,
-        logger: Logger
+        logger: Logger, metrics: TsidpMetrics
     ) async throws -> Provider {
         let keys: KeyRing
         let clients: ClientRegistry
@@ -114,7 +117,7 @@ struct Runner {
             reidentify: { (grant: UserIdentity) async throws(IdentityFailure) -> UserIdentity in
                 try await identity.reidentify(grant)
             },
-            logger: logger)
+            logger: logger, metrics: metrics)
         do {
             try await provider.restoreGrants()
         } catch let error as KeyFileError {
@@ -143,7 +146,7 @@ struct Runner {
         }
         let stateDirectory = configuration.stateDirectory ?? "tsidp-dev-state"
         let store = try await Self.openStateStore(configuration, directory: stateDirectory, logger: logger)
-        let writer = StateWriter(store: store, logger: logger)
+        let writer = StateWriter(store: store, logger: logger, metrics: metrics)
 
         // The simulated tailnet's socket lives in a private directory of its own.
         var template = Array(
@@ -169,10 +172,11 @@ struct Runner {
         let issuer = configuration.issuer(default: "http://localhost:\(configuration.port)")
         let localAPI = LocalAPIClient(
             socketPath: socketPath, timeout: .seconds(5), logger: Self.tailnetLogger(configuration, logger))
-        let caller = CallerIdentity(localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability)
+        let caller = CallerIdentity(
+            localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability, metrics: metrics)
         let provider = try await Self.makeProvider(
             writer: writer, issuer: issuer, idpHost: "localhost", identity: caller, options: configuration,
-            logger: logger)
+            logger: logger, metrics: metrics)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         let server = IDPServer(
@@ -217,10 +221,16 @@ struct Runner {
                 failureTerminationBehavior: service is ListenerService || service is ServePublisher
                     ? .gracefullyShutdownGroup : .cancelGroup)
         }
-        return ServiceGroup(
-            configuration: .init(
-                services: configurations, gracefulShutdownSignals: signals, logger: logger))
+        var configuration = ServiceGroupConfiguration(
+            services: configurations, gracefulShutdownSignals: signals, logger: logger)
+        configuration.maximumGracefulShutdownDuration = shutdownBound
+        return ServiceGroup(configuration: configuration)
     }
+
+    /// How long SIGTERM waits for requests in progress (and, embedded, for tailscaled) before the
+    /// rest is cancelled: within Kubernetes' default 30 s grace period. Requests are bounded well
+    /// inside it (read timeouts, 5 s LocalAPI calls), so it is a backstop, not a schedule.
+    static let shutdownBound: Duration = .seconds(25)
 
     /// `--debug-tailscaled`: the tailnet layer's calls logged at debug level, whatever `--log` says.
     static func tailnetLogger(_ configuration: Configuration, _ logger: Logger) -> Logger? {
@@ -250,6 +260,7 @@ struct Runner {
             server.router(for: .tailnet, forwardedTrust: configuration.forwardedTrust), logger: logger,
             onRunning: { allRunning.arrive() })
         services.append(SweepService(provider: server.provider, logger: logger))
+        services.append(DrainNotice(metrics: server.provider.metrics, logger: logger))
         return services
     }
 
@@ -340,5 +351,20 @@ struct SweepService: Service {
                     "signing key rotation failed; the current keys stay in use", metadata: ["error": "\(error)"])
             }
         }
+    }
+}
+
+/// Says, when SIGTERM or SIGINT arrives, that tsidp is draining and how many requests it waits
+/// for: the listeners stop accepting, idle connections close, and requests in progress are
+/// answered before the process exits.
+struct DrainNotice: Service {
+    let metrics: TsidpMetrics
+    let logger: Logger
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        logger.info(
+            "shutting down: no new connections; answering the requests in progress first",
+            metadata: ["in_flight": "\(metrics.requestsInFlight)"])
     }
 }

@@ -100,6 +100,11 @@ public struct TsidpCommand: ParsableCommand {
     @Option(name: .customLong("log"), help: "Log level: debug, info, warn or error. Env: TSIDP_LOG. (default: info)")
     public var log: String?
 
+    @Option(
+        name: .customLong("log-format"),
+        help: "Log line format: text, or json (one JSON object per line). Env: TSIDP_LOG_FORMAT. (default: text)")
+    public var logFormat: String?
+
     @Flag(
         name: .customLong("allow-insecure-registration"), inversion: .prefixedNo,
         help: "Legacy flow: accept any client_id and identify the relying party by its node. (default: false)")

@@ -1,7 +1,10 @@
 import ArgumentParser
+import CoreMetrics
 import Foundation
 import IDPServer
 import Logging
+import Prometheus
+import Telemetry
 
 #if canImport(Glibc)
     import Glibc
@@ -33,7 +36,10 @@ public enum TsidpMain {
             FileHandle.standardError.write(Data("tsidp: \(unsupported)\n".utf8))
             exit(2)
         }
-        let logger = makeLogger(level: configuration.logLevel)
+        let logger = makeLogger(level: configuration.logLevel, format: configuration.logFormat)
+        let metrics = TsidpMetrics(version: TsidpVersion.current)
+        // Libraries that report through swift-metrics land in the same registry as tsidp's own series.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: metrics.registry))
         if let files = FileDescriptorLimit.raiseToHardLimit() {
             logger.debug(
                 "open-file limit raised to the hard limit",
@@ -51,7 +57,7 @@ public enum TsidpMain {
             configuration = fitted
         }
         do {
-            try await Runner(configuration: configuration, logger: logger).run()
+            try await Runner(configuration: configuration, logger: logger, metrics: metrics).run()
         } catch let error as UsageError {
             FileHandle.standardError.write(Data("tsidp: \(error.message)\n".utf8))
             exit(2)
@@ -96,13 +102,22 @@ public enum TsidpMain {
         }
     }
 
-    static func makeLogger(level: Logger.Level) -> Logger {
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            // Every value in every line is escaped: no request can forge a log line.
-            return EscapingLogHandler(wrapping: handler)
-        }
+    static func makeLogger(level: Logger.Level, format: LogFormat = .text) -> Logger {
+        // Lines logged while a request is answered carry its `request_id`.
+        LoggingSystem.bootstrap(
+            { label, provider in
+                switch format {
+                case .text:
+                    var handler = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                    handler.logLevel = level
+                    // Every value in every line is escaped: no request can forge a log line.
+                    return EscapingLogHandler(wrapping: handler)
+                case .json:
+                    var handler = JSONLogHandler(label: label, metadataProvider: provider)
+                    handler.logLevel = level
+                    return handler
+                }
+            }, metadataProvider: RequestLog.metadataProvider)
         var logger = Logger(label: "tsidp")
         logger.logLevel = level
         return logger

@@ -73,4 +73,30 @@ def test_statefulset_keeps_state_in_the_pods_secret():
     assert env["POD_UID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.uid"
     assert env["TS_AUTHKEY"]["valueFrom"]["secretKeyRef"]["name"] == "tsidp-auth"
     assert env["TAILSCALE_USE_WIP_CODE"]["value"] == "1"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz/ready"
+    assert "/healthz/ready" in " ".join(container["readinessProbe"]["exec"]["command"])
+    assert "/healthz/live" in " ".join(container["livenessProbe"]["exec"]["command"])
+    assert "--local-port=9090" in container["args"]
+    # kubelet's httpGet and tcpSocket probes connect to the pod's IP, where nothing of tsidp's
+    # listens that could answer them: the operator's listener is on loopback only.
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert "httpGet" not in container[probe] and "tcpSocket" not in container[probe], container[probe]
+
+
+def test_probes_ask_the_operators_listener_from_inside_the_container(tsidp_factory, alice_and_bob, unused_port):
+    """Each probe's exec command, run with the image's bash against a real tsidp on a loopback
+    --local-port, succeeds while tsidp serves and fails once it is gone."""
+    documents = load_all()
+    container = documents[("StatefulSet", "tsidp")]["spec"]["template"]["spec"]["containers"][0]
+    port = unused_port()
+    tsidp = tsidp_factory(identities=alice_and_bob, extra_args=["--local-port", str(port)])
+    commands = {
+        probe: [part.replace("/9090", f"/{port}") for part in container[probe]["exec"]["command"]]
+        for probe in ("readinessProbe", "livenessProbe")
+    }
+    for probe, command in commands.items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        assert result.returncode == 0, (probe, command, result.stdout, result.stderr)
+    tsidp.process.stop()
+    for probe, command in commands.items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=20)
+        assert result.returncode != 0, (probe, "succeeded with tsidp stopped")

@@ -11,6 +11,7 @@ import OIDCProvider
 import StateStore
 import StateStoreTesting
 import Tailnet
+import Telemetry
 
 /// Collects log lines so tests can check what reaches the log.
 final class LogCapture: Sendable {
@@ -33,13 +34,16 @@ final class LogCapture: Sendable {
     struct CapturingHandler: LogHandler {
         let capture: LogCapture
         var metadata: Logger.Metadata = [:]
+        /// As the program installs it: lines logged while a request is answered name it.
+        var metadataProvider: Logger.MetadataProvider? = RequestLog.metadataProvider
         var logLevel: Logger.Level = .trace
         subscript(metadataKey key: String) -> Logger.Metadata.Value? {
             get { metadata[key] }
             set { metadata[key] = newValue }
         }
         func log(event: LogEvent) {
-            let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+            var merged = metadata.merging(metadataProvider?.get() ?? [:]) { $1 }
+            merged.merge(event.metadata ?? [:]) { $1 }
             capture.lines.withLockedValue { $0.append("\(event.level) \(event.message) \(merged)") }
         }
     }
@@ -58,6 +62,8 @@ struct Harness {
     let socketDirectory: String
     /// The simulated tailnet; ``SimulatedTailnet/setIdentities(_:)`` changes who the caller is.
     let tailnet: SimulatedTailnet
+    /// The series the provider, the writer and WhoIs report to.
+    let metrics: TsidpMetrics
 
     static func identity(login: String, rules: [JSONValue], profilePicURL: String = "") -> WhoIsResponse {
         WhoIsResponse(
@@ -84,22 +90,23 @@ struct Harness {
         let capture = LogCapture()
         let store = MemoryStateStore()
         let faults = FaultInjectingStateStore(wrapping: store)
-        let writer = StateWriter(store: faults)
+        let metrics = TsidpMetrics(version: "test")
+        let writer = StateWriter(store: faults, metrics: metrics)
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: "http://localhost:8080", idpHost: "localhost"),
             keys: try await KeyRing.load(from: writer), clients: try await ClientRegistry.load(from: writer),
-            writer: writer, logger: capture.logger(escaping: escapeLogs))
+            writer: writer, logger: capture.logger(escaping: escapeLogs), metrics: metrics)
         var options = IDPServer.Options()
         options.debugAllRequests = debugAllRequests
         let server = IDPServer(
             provider: provider,
             identity: CallerIdentity(
                 localAPI: LocalAPIClient(socketPath: tailnet.socketPath, timeout: .seconds(5)),
-                capabilityName: "tailscale.com/cap/tsidp"),
+                capabilityName: "tailscale.com/cap/tsidp", metrics: metrics),
             options: options, logger: capture.logger(escaping: escapeLogs))
         let harness = Harness(
             provider: provider, server: server, store: store, faults: faults, capture: capture,
-            socketDirectory: directory, tailnet: tailnet)
+            socketDirectory: directory, tailnet: tailnet, metrics: metrics)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
         try await withThrowingTaskGroup(of: Void.self) { group in

@@ -1,5 +1,6 @@
 import AnyJSON
 import Foundation
+import Logging
 import OIDCProvider
 import StateStore
 import Synchronization
@@ -36,7 +37,8 @@ enum Fixtures {
     }
 
     static func provider(
-        redirectURIs: [String] = [redirect], authMethod: String = "client_secret_basic", scope: String = ""
+        redirectURIs: [String] = [redirect], authMethod: String = "client_secret_basic", scope: String = "",
+        logger: Logger = Logger(label: "tsidp.oidc")
     ) async throws -> Setup {
         let store = MemoryStateStore()
         let clock = TestClock()
@@ -48,7 +50,7 @@ enum Fixtures {
         let created = try await clients.register(registration)
         let provider = Provider(
             configuration: ProviderConfiguration(issuer: issuer, idpHost: "idp.example-tailnet.ts.net"), keys: keys,
-            clients: clients, now: { clock.now })
+            clients: clients, logger: logger, now: { clock.now })
         return Setup(
             provider: provider, clock: clock, store: store, client: created.client, secret: created.secret ?? "")
     }

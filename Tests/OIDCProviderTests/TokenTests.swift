@@ -289,10 +289,14 @@ struct TokenTests {
         #expect(payload.contains("\"email_verified\":true"))
         #expect(payload.contains("\"roles\":[\"admin\"]"))
 
+        // A rule that tries to set a protected claim is ignored; the sign-in still works.
         let bad = Fixtures.alice(rules: [.object(["extraClaims": .object(["sub": .string("userid:1")])])])
         let answer = await setup.redeem(try await setup.code(identity: bad))
-        #expect(answer.status == 400)
-        #expect(!String(decoding: answer.body, as: UTF8.self).contains("userid:1"))
+        #expect(answer.status == 200)
+        let badToken = try #require(Fixtures.json(answer.body)["id_token"] as? String)
+        let badPayload = String(decoding: Base64URL.decode(badToken.split(separator: ".")[1])!, as: UTF8.self)
+        #expect(!badPayload.contains("userid:1\""))
+        #expect(badPayload.contains("\"sub\":\"userid:2001\""))
     }
 
     @Test("no openid scope, no ID token")

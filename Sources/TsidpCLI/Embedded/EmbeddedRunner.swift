@@ -8,6 +8,7 @@ import OIDCProvider
 import ServiceLifecycle
 import StateStore
 import Tailnet
+import Telemetry
 
 #if canImport(Glibc)
     import Glibc
@@ -21,6 +22,7 @@ import Tailnet
 struct EmbeddedRunner {
     let configuration: Configuration
     let logger: Logger
+    var metrics = TsidpMetrics(version: TsidpVersion.current)
 
     func run() async throws {
         let executable = try Self.findTailscaled(configuration.tailscaledPath)
@@ -29,7 +31,7 @@ struct EmbeddedRunner {
             logger.info("no --dir given; keeping state where the Go tsidp keeps it", metadata: ["dir": "\(directory)"])
         }
         let store = try await Runner.openStateStore(configuration, directory: directory, logger: logger)
-        let writer = StateWriter(store: store, logger: logger)
+        let writer = StateWriter(store: store, logger: logger, metrics: metrics)
         let socketPath = try Self.socketPath(in: directory)
         let localAPI = LocalAPIClient(socketPath: socketPath, logger: Runner.tailnetLogger(configuration, logger))
 
@@ -49,19 +51,21 @@ struct EmbeddedRunner {
             node: node, pidFile: directory + "/tailscaled.pid", logger: logger,
             outputLevel: configuration.debugTailscaled ? .info : .debug, tell: tell)
         let serving = EmbeddedServing(
-            configuration: configuration, node: node, localAPI: localAPI, writer: writer, logger: logger, tell: tell)
+            configuration: configuration, node: node, localAPI: localAPI, writer: writer, logger: logger,
+            metrics: metrics, tell: tell)
 
         // Services stop in reverse order: the listeners drain first, then tailscaled stops, and the
         // writer finishes last.
         let services: [(any Service, ServiceGroupConfiguration.ServiceConfiguration.TerminationBehavior)] = [
             (writer, .cancelGroup), (supervisor, .gracefullyShutdownGroup), (serving, .gracefullyShutdownGroup),
         ]
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services.map {
-                    .init(service: $0.0, successTerminationBehavior: $0.1, failureTerminationBehavior: $0.1)
-                },
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services.map {
+                .init(service: $0.0, successTerminationBehavior: $0.1, failureTerminationBehavior: $0.1)
+            },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = Runner.shutdownBound
+        let group = ServiceGroup(configuration: groupConfiguration)
         try await Runner.run(group, thenFlush: store)
     }
 
@@ -150,6 +154,7 @@ struct EmbeddedServing: Service, CustomStringConvertible {
     let localAPI: LocalAPIClient
     let writer: StateWriter
     let logger: Logger
+    let metrics: TsidpMetrics
     let tell: @Sendable (String) -> Void
 
     /// Names the service only: ServiceLifecycle logs every service at debug level, and the
@@ -186,9 +191,11 @@ struct EmbeddedServing: Service, CustomStringConvertible {
             default: "https://\(dnsName)" + (configuration.port == 443 ? "" : ":\(configuration.port)"))
         let caller = CallerIdentity(
             localAPI: localAPI, capabilityName: DevIdentities.tsidpCapability,
-            excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }))
+            excludedNodeStableIDs: Set([status.selfNode?.id].compactMap { $0 }.filter { !$0.isEmpty }),
+            metrics: metrics)
         let provider = try await Runner.makeProvider(
-            writer: writer, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration, logger: logger)
+            writer: writer, issuer: issuer, idpHost: dnsName, identity: caller, options: configuration, logger: logger,
+            metrics: metrics)
         var options = IDPServer.Options()
         options.debugAllRequests = configuration.debugAllRequests
         let node = self.node
