@@ -13,6 +13,8 @@ public struct IDPRequestContext: RequestContext {
     /// the connection's peer, unless ``CallerAddressMiddleware`` found a trusted proxy's
     /// forwarded address (or found that a trusted proxy named no caller).
     public internal(set) var callerAddress: CallerAddress
+    /// Who is using a page of the admin UI or the user's own page, once ``PageGate`` let them in.
+    public internal(set) var pageVisitor: PageVisitor?
 
     public init(source: ApplicationRequestContextSource) {
         self.coreContext = .init(source: source)

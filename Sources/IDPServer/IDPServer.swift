@@ -59,6 +59,8 @@ public struct IDPServer: Sendable {
         addOAuthRoutes(to: router)
         addClientRoutes(to: router, listener: listener)
         addConsentRoutes(to: router, listener: listener)
+        addAdminUIRoutes(to: router, listener: listener)
+        addUserPageRoutes(to: router, listener: listener)
         router.get("/healthz/live") { _, _ in Responses.text("ok\n") }
         if listener == .local {
             // Prometheus metrics: the operator's door only.

@@ -93,9 +93,10 @@ public enum RedirectURI {
         }
     }
 
-    /// Splits a newline- or comma-free textarea value into URIs, dropping blank lines.
+    /// Splits a newline- or comma-free textarea value into URIs, dropping blank lines. Browsers
+    /// send a textarea's line breaks as CRLF, which Swift counts as one `Character`.
     public static func splitLines(_ text: String) -> [String] {
-        text.split(whereSeparator: { $0 == "\n" || $0 == "\r" }).map {
+        text.split(whereSeparator: \.isNewline).map {
             $0.trimmingCharacters(in: .whitespaces)
         }.filter { !$0.isEmpty }
     }

@@ -580,6 +580,13 @@ def denied_requests(client: Client) -> list:
         ("GET", "/healthz/ready", {}, False),
         ("GET", "/healthz/live", {}, False),
         ("GET", "/", {}, False),
+        ("GET", "/new", {}, False),
+        ("POST", "/new", {"data": {"name": "x", "redirect_uri": "https://x.example.com/cb"}}, False),
+        ("GET", f"/edit/{client.client_id}", {}, False),
+        ("POST", f"/edit/{client.client_id}/delete", {}, False),
+        ("GET", "/me", {}, False),
+        ("POST", "/me/logins/end", {"data": {"login": "x"}}, False),
+        ("GET", "/style.css", {}, False),
     ]
 
 

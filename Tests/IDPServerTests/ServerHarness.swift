@@ -60,6 +60,8 @@ struct Harness {
     let faults: FaultInjectingStateStore
     let capture: LogCapture
     let socketDirectory: String
+    /// The simulated tailnet; ``SimulatedTailnet/setIdentities(_:)`` changes who the caller is.
+    let tailnet: SimulatedTailnet
     /// The series the provider, the writer and WhoIs report to.
     let metrics: TsidpMetrics
 
@@ -113,7 +115,7 @@ struct Harness {
             options: options, logger: capture.logger(escaping: escapeLogs))
         let harness = Harness(
             provider: provider, server: server, store: store, faults: faults, capture: capture,
-            socketDirectory: directory, metrics: metrics)
+            socketDirectory: directory, tailnet: tailnet, metrics: metrics)
         let (ready, readyContinuation) = AsyncStream.makeStream(of: Void.self)
         let simulated = tailnet.application(logger: Logger(label: "sim")) { readyContinuation.yield() }
         try await withThrowingTaskGroup(of: Void.self) { group in

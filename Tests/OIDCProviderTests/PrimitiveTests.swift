@@ -46,6 +46,16 @@ struct PrimitiveTests {
             RedirectURI.appending([("code", "c")], to: "https://x.example/cb?t=1") == "https://x.example/cb?t=1&code=c")
     }
 
+    @Test("a textarea of redirect URIs splits on LF, CRLF and CR, dropping blank lines")
+    func splitLines() {
+        let expected = ["https://a.example/cb", "https://b.example/cb", "https://c.example/cb"]
+        #expect(
+            RedirectURI.splitLines("https://a.example/cb\r\n https://b.example/cb \r\n\r\nhttps://c.example/cb\r\n")
+                == expected)
+        #expect(RedirectURI.splitLines("https://a.example/cb\nhttps://b.example/cb\rhttps://c.example/cb") == expected)
+        #expect(RedirectURI.splitLines(" \r\n ").isEmpty)
+    }
+
     @Test("base64url round trip")
     func base64url() {
         let bytes: [UInt8] = [0xfb, 0xff, 0xfe, 0x00, 0x10]

@@ -75,6 +75,13 @@ enum PageTemplates {
             try library.register(layout, named: "layout")
             try library.register(consent, named: "consent")
             try library.register(consents, named: "consents")
+            for (template, name) in [
+                (uiLayout, "uiLayout"), (uiError, "uiError"), (endpointsPanel, "endpointsPanel"),
+                (uiClients, "uiClients"), (uiNewClient, "uiNewClient"), (uiSecret, "uiSecret"),
+                (uiEditClient, "uiEditClient"), (uiDeleteClient, "uiDeleteClient"), (uiMe, "uiMe"),
+            ] {
+                try library.register(template, named: name)
+            }
         } catch {
             preconditionFailure("a built-in page template does not parse: \(error)")
         }
