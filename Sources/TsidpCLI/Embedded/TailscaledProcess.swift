@@ -84,6 +84,9 @@ final class TailscaledProcess: Sendable {
         let child = pid
         state.withLock { $0.pid = child }
 
+        // Signalled when the output pipe reaches its end, so that an exit is reported with the
+        // child's last lines already read (the exit can be seen before its final output is).
+        let outputDrained = DispatchSemaphore(value: 0)
         let reader = Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: 16 * 1024)
             while true {
@@ -94,6 +97,7 @@ final class TailscaledProcess: Sendable {
             }
             close(readEnd)
             take(Data("\n".utf8), level: outputLevel)
+            outputDrained.signal()
         }
         reader.name = "tailscaled output"
         reader.start()
@@ -106,6 +110,8 @@ final class TailscaledProcess: Sendable {
                 }
             }
             let signal = status & 0x7f
+            // A process the child left behind may hold the pipe open: wait for its end briefly only.
+            _ = outputDrained.wait(timeout: .now() + 2)
             finish(code: signal == 0 ? (status >> 8) & 0xff : 128 + signal)
         }
         waiter.name = "tailscaled exit"
