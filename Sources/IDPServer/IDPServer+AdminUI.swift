@@ -129,6 +129,7 @@ extension IDPServer {
         var values: [String: Any] = [
             "title": "New client", "csrfToken": pageFormToken("new", visitor: visitor), "name": input.name,
             "redirectURIs": input.redirectURIs, "logoURI": input.logoURI, "scope": input.scope,
+            "resources": input.resources,
             "authMethods": UIPages.options(UIPages.authMethods, chosen: input.authMethod),
             "algorithms": UIPages.options(UIPages.algorithms, chosen: input.algorithm),
             "formats": UIPages.options(UIPages.accessTokenFormats, chosen: input.accessTokenFormat),
@@ -159,7 +160,10 @@ extension IDPServer {
             "name": input?.name ?? client.name,
             "redirectURIs": input?.redirectURIs ?? client.redirectURIs.joined(separator: "\n"),
             "created": UIPages.when(client.createdAt), "authMethod": client.tokenEndpointAuthMethod,
-            "algorithm": client.idTokenSignedResponseAlg.rawValue, "accessTokenFormat": client.accessTokenFormat,
+            "algorithm": client.idTokenSignedResponseAlg.rawValue,
+            "accessTokenFormat": client.accessTokenFormat.isEmpty
+                ? "JWT when a resource is requested, opaque otherwise" : client.accessTokenFormat,
+            "resources": client.resources,
             "consent": client.requiresConsent, "dynamic": client.dynamicallyRegistered,
             "liveLogins": provider.liveLoginCount(clientID: client.clientID),
             "secretStatus": client.isPublic
@@ -244,7 +248,8 @@ struct NewClientForm {
     var scope = ""
     var authMethod = "client_secret_basic"
     var algorithm = "RS256"
-    var accessTokenFormat = "opaque"
+    var accessTokenFormat = ""
+    var resources = ""
     var consentRequired = false
 
     init() {}
@@ -258,6 +263,7 @@ struct NewClientForm {
         authMethod = value("token_endpoint_auth_method") ?? authMethod
         algorithm = value("id_token_signed_response_alg") ?? algorithm
         accessTokenFormat = value("access_token_format") ?? accessTokenFormat
+        resources = value("resources") ?? ""
         consentRequired = IDPServer.formBool(value("consent_required") ?? "") ?? false
     }
 
@@ -278,6 +284,7 @@ struct NewClientForm {
         registration.tokenEndpointAuthMethod = authMethod
         registration.idTokenSignedResponseAlg = algorithm
         registration.accessTokenFormat = accessTokenFormat
+        registration.resources = RedirectURI.splitLines(resources)
         registration.consentRequired = consentRequired
         return registration
     }

@@ -46,8 +46,11 @@ extension IDPServer {
             ("response_types", .array(client.responseTypes.map(JSONValue.string))),
             ("application_type", .string(client.applicationType)),
             ("id_token_signed_response_alg", .string(client.idTokenSignedResponseAlg.rawValue)),
-            ("access_token_format", .string(client.accessTokenFormat)),
         ]
+        if !client.accessTokenFormat.isEmpty {
+            members.append(("access_token_format", .string(client.accessTokenFormat)))
+        }
+        if !client.resources.isEmpty { members.append(("resources", .array(client.resources.map(JSONValue.string)))) }
         if !client.scope.isEmpty { members.append(("scope", .string(client.scope))) }
         if !client.clientURI.isEmpty { members.append(("client_uri", .string(client.clientURI))) }
         if !client.logoURI.isEmpty { members.append(("logo_uri", .string(client.logoURI))) }

@@ -17,6 +17,8 @@ struct ClientView: Encodable {
     var dynamicallyRegistered: Bool
     var hasSecret: Bool
     var consentRequired: Bool
+    var resources: [String]
+    var accessTokenFormat: String
 
     init(_ client: Client, secret: String? = nil) {
         clientID = client.clientID
@@ -29,6 +31,8 @@ struct ClientView: Encodable {
         dynamicallyRegistered = client.dynamicallyRegistered
         hasSecret = client.secretHash != nil
         consentRequired = client.requiresConsent
+        resources = client.resources
+        accessTokenFormat = client.accessTokenFormat
     }
 
     enum CodingKeys: String, CodingKey {
@@ -36,7 +40,23 @@ struct ClientView: Encodable {
         case redirectURIs = "redirect_uris", redirectURI = "redirect_uri"
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
-        case consentRequired = "consent_required"
+        case consentRequired = "consent_required", resources, accessTokenFormat = "access_token_format"
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(clientID, forKey: .clientID)
+        try c.encodeIfPresent(clientSecret, forKey: .clientSecret)
+        try c.encode(clientName, forKey: .clientName)
+        try c.encode(redirectURIs, forKey: .redirectURIs)
+        try c.encode(redirectURI, forKey: .redirectURI)
+        try c.encode(tokenEndpointAuthMethod, forKey: .tokenEndpointAuthMethod)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
+        try c.encode(hasSecret, forKey: .hasSecret)
+        try c.encode(consentRequired, forKey: .consentRequired)
+        if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
+        if !accessTokenFormat.isEmpty { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
     }
 }
 
@@ -151,7 +171,8 @@ extension IDPServer {
             guard !uris.isEmpty else { throw OAuthError(.invalidRequest, "redirect_uri is required") }
             var registration = ClientRegistry.Registration(name: name, redirectURIs: uris)
             registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
-            registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
+            registration.accessTokenFormat = try form.single("access_token_format") ?? ""
+            registration.resources = try Self.formResources(form) ?? []
             registration.scope = try form.single("scope") ?? ""
             registration.tokenEndpointAuthMethod =
                 try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
@@ -180,7 +201,8 @@ extension IDPServer {
             guard let existing = await clients.client(id) else { throw OAuthError(.notFound, "client not found") }
             let uris = RedirectURI.splitLines(try form.single("redirect_uri") ?? "")
             let client = try await clients.update(
-                id, name: try form.single("name") ?? existing.name, redirectURIs: uris)
+                id, name: try form.single("name") ?? existing.name, redirectURIs: uris,
+                resources: try Self.formResources(form))
             logger.info("client updated", metadata: ["client_id": "\(id)"])
             return Responses.encoded(ClientView(client))
         }
@@ -231,6 +253,13 @@ extension IDPServer {
 }
 
 extension IDPServer {
+    /// The `resources` a client form names (one URI a line, as `redirect_uri`), or `nil` when the
+    /// form has no `resources` field; an empty field clears the list.
+    static func formResources(_ form: OAuthParameters) throws -> [String]? {
+        guard form.pairs.contains(where: { $0.name == "resources" }) else { return nil }
+        return RedirectURI.splitLines(try form.single("resources") ?? "")
+    }
+
     /// A checkbox or form boolean: `true`/`on`/`1` or `false`/`off`/`0`.
     static func formBool(_ text: String) -> Bool? {
         switch text.lowercased() {

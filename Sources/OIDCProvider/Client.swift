@@ -26,8 +26,13 @@ public struct Client: Sendable, Equatable, Codable {
     public var createdAt: Date
     /// The algorithm of this client's ID tokens (`id_token_signed_response_alg`), RS256 by default.
     public var idTokenSignedResponseAlg: SigningAlgorithm = .rs256
-    /// `jwt` for RFC 9068 JWT access tokens, `opaque` (default) otherwise.
-    public var accessTokenFormat: String = "opaque"
+    /// `jwt` for RFC 9068 JWT access tokens always, `opaque` for opaque ones always, or empty
+    /// (the default): a JWT bound to the granted resources when the request names a `resource`
+    /// (RFC 8707), an opaque token otherwise.
+    public var accessTokenFormat: String = ""
+    /// The resource URIs this client serves as a resource server (`resources`, a tsidp
+    /// extension): it may introspect access tokens whose audience names one of them.
+    public var resources: [String] = []
     /// The operator asks users to confirm before their first sign-in (`consent_required`, a tsidp
     /// extension); dynamically registered clients always ask.
     public var consentRequired = false
@@ -103,10 +108,27 @@ public struct Client: Sendable, Equatable, Codable {
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
         case consentRequired = "consent_required"
         case registrationTokenHash = "registration_access_token_hash"
+        case resources
     }
 
-    /// Whether access tokens are RFC 9068 JWTs.
+    /// Whether the client registered RFC 9068 JWT access tokens for every request.
     public var usesJWTAccessTokens: Bool { accessTokenFormat == "jwt" }
+
+    /// Whether an access token granted for `resources` is an RFC 9068 JWT: always for `jwt`,
+    /// never for an explicit `opaque`, and otherwise exactly when resources were granted, so that
+    /// a resource server can check the audience offline.
+    public func issuesJWTAccessToken(forResources resources: [String]) -> Bool {
+        switch accessTokenFormat {
+        case "jwt": return true
+        case "opaque": return false
+        default: return !resources.isEmpty
+        }
+    }
+
+    /// Whether this client serves one of `audience` as a resource server.
+    public func servesAny(of audience: [String]) -> Bool {
+        resources.contains(where: audience.contains)
+    }
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
@@ -142,7 +164,8 @@ public struct Client: Sendable, Equatable, Codable {
         dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
         idTokenSignedResponseAlg =
             try c.decodeIfPresent(SigningAlgorithm.self, forKey: .idTokenSignedResponseAlg) ?? .rs256
-        accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? "opaque"
+        accessTokenFormat = try c.decodeIfPresent(String.self, forKey: .accessTokenFormat) ?? ""
+        resources = try c.decodeIfPresent([String].self, forKey: .resources) ?? []
         consentRequired = try c.decodeIfPresent(Bool.self, forKey: .consentRequired) ?? false
         registrationTokenHash =
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
@@ -174,7 +197,8 @@ public struct Client: Sendable, Equatable, Codable {
         if idTokenSignedResponseAlg != .rs256 {
             try c.encode(idTokenSignedResponseAlg, forKey: .idTokenSignedResponseAlg)
         }
-        if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
+        if !accessTokenFormat.isEmpty { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
+        if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
         if consentRequired { try c.encode(true, forKey: .consentRequired) }
         if let registrationTokenHash { try c.encode(registrationTokenHash, forKey: .registrationTokenHash) }
     }

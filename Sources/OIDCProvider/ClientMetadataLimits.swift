@@ -7,7 +7,9 @@ public enum ClientMetadataLimits {
     public static let nameLength = 200
     /// Entries of `redirect_uris`; each is at most ``uriLength`` bytes.
     public static let redirectURIs = 20
-    /// Bytes of any URI (`redirect_uris`, `client_uri`, `logo_uri`).
+    /// Entries of `resources`; each is at most ``uriLength`` bytes.
+    public static let resources = 20
+    /// Bytes of any URI (`redirect_uris`, `resources`, `client_uri`, `logo_uri`).
     public static let uriLength = 2_000
     /// Entries of `contacts`, each at most ``contactLength`` characters.
     public static let contacts = 10
@@ -35,6 +37,12 @@ public enum ClientMetadataLimits {
         }
         for uri in registration.redirectURIs where uri.utf8.count > uriLength {
             throw fail("redirect_uris", "has an entry longer than \(uriLength) bytes")
+        }
+        guard registration.resources.count <= resources else {
+            throw fail("resources", "has more than \(resources) entries")
+        }
+        for uri in registration.resources where uri.utf8.count > uriLength {
+            throw fail("resources", "has an entry longer than \(uriLength) bytes")
         }
         guard registration.clientURI.utf8.count <= uriLength else {
             throw fail("client_uri", "is longer than \(uriLength) bytes")

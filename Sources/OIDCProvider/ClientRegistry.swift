@@ -128,7 +128,10 @@ public actor ClientRegistry: StateWriteSource {
         public var applicationType: String = "web"
         public var dynamicallyRegistered = false
         public var idTokenSignedResponseAlg = "RS256"
-        public var accessTokenFormat = "opaque"
+        /// `jwt`, `opaque`, or empty for the default (a JWT when a resource is requested).
+        public var accessTokenFormat = ""
+        /// Resource URIs the client serves (see ``Client/resources``).
+        public var resources: [String] = []
         /// Ask users to confirm before their first sign-in (always so for dynamic registration).
         public var consentRequired = false
 
@@ -180,9 +183,10 @@ public actor ClientRegistry: StateWriteSource {
         guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
             throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
         }
-        guard registration.accessTokenFormat == "opaque" || registration.accessTokenFormat == "jwt" else {
+        guard ["", "opaque", "jwt"].contains(registration.accessTokenFormat) else {
             throw OAuthError(.invalidClientMetadata, "access_token_format must be opaque or jwt")
         }
+        for resource in registration.resources { try ResourceURI.validate(resource, plainHTTP: plainHTTPRedirects) }
         for scope in Scope.parse(registration.scope) where !Scope.isValidToken(scope) {
             throw OAuthError(.invalidClientMetadata, "scope \(scope) is not a valid scope token")
         }
@@ -205,6 +209,7 @@ public actor ClientRegistry: StateWriteSource {
             createdAt: Date())
         client.idTokenSignedResponseAlg = algorithm
         client.accessTokenFormat = registration.accessTokenFormat
+        client.resources = registration.resources
         client.consentRequired = registration.consentRequired
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
         let created = client
@@ -271,6 +276,7 @@ public actor ClientRegistry: StateWriteSource {
             client.applicationType = registration.applicationType
             client.idTokenSignedResponseAlg = algorithm
             client.accessTokenFormat = registration.accessTokenFormat
+            client.resources = registration.resources
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
@@ -288,16 +294,23 @@ public actor ClientRegistry: StateWriteSource {
         }
     }
 
-    /// Changes a client's name and redirect URIs.
-    public func update(_ id: String, name: String, redirectURIs: [String]) async throws -> Client {
-        guard clients[id] != nil else { throw OAuthError(.notFound, "client not found") }
+    /// Changes a client's name and redirect URIs and, unless `resources` is `nil`, the resource
+    /// URIs it serves.
+    public func update(_ id: String, name: String, redirectURIs: [String], resources: [String]? = nil) async throws
+        -> Client
+    {
+        guard let existing = clients[id] else { throw OAuthError(.notFound, "client not found") }
         guard !redirectURIs.isEmpty else { throw OAuthError(.invalidRequest, "at least one redirect URI is required") }
-        try ClientMetadataLimits.check(Registration(name: name, redirectURIs: redirectURIs))
+        var checked = Registration(name: name, redirectURIs: redirectURIs)
+        checked.resources = resources ?? existing.resources
+        try ClientMetadataLimits.check(checked)
         for uri in redirectURIs { try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects) }
+        for resource in resources ?? [] { try ResourceURI.validate(resource, plainHTTP: plainHTTPRedirects) }
         try await apply { clients in
             guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
             client.name = name
             client.redirectURIs = redirectURIs
+            if let resources { client.resources = resources }
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

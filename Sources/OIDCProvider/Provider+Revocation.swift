@@ -39,8 +39,10 @@ extension Provider {
     }
 
     /// RFC 7662 token introspection, for authenticated confidential clients only, and only about
-    /// tokens issued to the caller or naming it as an audience; anything else is
-    /// `{"active": false}`.
+    /// tokens issued to the caller, naming it as an audience, or (for a resource server) naming
+    /// one of the resources it registered as an audience; anything else is `{"active": false}`.
+    ///
+    /// - Important: A refresh token is introspectable by its own client only.
     public func introspect(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
@@ -57,6 +59,7 @@ extension Provider {
             if let entry = ledger.read({ $0.access[hash] }) {
                 guard entry.expiresAt > current,
                     entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
+                        || client.servesAny(of: entry.audience)
                 else { return inactive }
                 return TokenResponse(
                     status: 200,

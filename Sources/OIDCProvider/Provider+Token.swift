@@ -442,24 +442,29 @@ extension Provider {
         }
     }
 
-    /// Signs an access token (when the client wants JWTs), an ID token (for `openid`) and makes a
-    /// refresh token, and writes the token response. Nothing is recorded here.
+    /// Signs an access token (a JWT when the client wants one or, by default, when resources were
+    /// granted), an ID token (for `openid`) and makes a refresh token, and writes the token
+    /// response. Nothing is recorded here.
+    ///
+    /// - Important: RFC 8707 binds `resource` to the access token only: its audience is exactly
+    ///   the granted resources (the client when there are none), and the ID token's audience is
+    ///   the client alone, so that an ID token is never accepted as an access token.
     func mint(grant: AuthorizationGrant, client: Client, issuedAt: Date, refreshToken: String?) throws
         -> MintedTokens
     {
-        let audience = [grant.clientID] + grant.resources
+        let audience = grant.resources.isEmpty ? [grant.clientID] : grant.resources
         let jti = RandomToken.make(bytes: 16)
         let accessToken: String
-        if client.usesJWTAccessTokens {
+        if client.issuesJWTAccessToken(forResources: grant.resources) {
             accessToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).signAccessToken(
-                payload: accessTokenPayload(grant: grant, issuedAt: issuedAt, jti: jti, actor: nil))
+                payload: accessTokenPayload(grant: grant, issuedAt: issuedAt, jti: jti, actor: nil, audience: audience))
         } else {
             accessToken = RandomToken.make(bytes: 32)
         }
         var idToken: String?
         if grant.scopes.contains(Scope.openid) {
             let payload = try idTokenPayload(
-                grant: grant, audience: audience, issuedAt: issuedAt, accessToken: accessToken,
+                grant: grant, audience: [grant.clientID], issuedAt: issuedAt, accessToken: accessToken,
                 algorithm: client.idTokenSignedResponseAlg)
             idToken = try keys.signingKey(for: client.idTokenSignedResponseAlg).sign(payload: payload)
         }

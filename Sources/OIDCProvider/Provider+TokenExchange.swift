@@ -12,8 +12,9 @@ extension Provider {
     /// access token it is an audience of for a new one bound to other audiences the subject's user
     /// is granted (`users`/`resources` rules), optionally on behalf of an actor (`act` claim).
     ///
-    /// - Important: The exchanging client must be an audience of the subject token; otherwise any
-    ///   client holding someone's token could re-target it.
+    /// - Important: The exchanging client must be the subject token's client or an audience of it
+    ///   (a resource server's registered `resources` do not count); otherwise any client holding
+    ///   someone's token could re-target it.
     func exchange(_ form: OAuthParameters, client: Client) async throws -> TokenResponse {
         guard configuration.enableTokenExchange else {
             throw OAuthError(.unsupportedGrantType, "token exchange is not enabled (start tsidp with --enable-sts)")
@@ -35,7 +36,7 @@ extension Provider {
         guard let subject = ledger.read({ $0.access[subjectHash] }), subject.expiresAt > current else {
             throw OAuthError(.invalidGrant, "the subject token is invalid or expired")
         }
-        guard subject.audience.contains(client.clientID) else {
+        guard subject.audience.contains(client.clientID) || subject.grant.clientID == client.clientID else {
             throw OAuthError(.invalidGrant, "the subject token was not issued to this client")
         }
         let audiences = form.all("audience") + form.all("resource")

@@ -1,11 +1,12 @@
 """docs/guides/mcp.md: the MCP Python SDK's server and client, unmodified, with tsidp --dev as the
 authorization server.
 
-The guide's ``mcp_server.py`` runs as it is (its TokenVerifier checks tokens at tsidp's /userinfo)
-and the guide's ``mcp_client.py`` goes through the whole OAuth flow (protected-resource metadata,
+The guide's ``mcp_server.py`` runs as it is (its TokenVerifier asks tsidp's /introspect as a client
+that declares the server's resource) and the guide's ``mcp_client.py`` goes through the whole OAuth flow (protected-resource metadata,
 authorization-server metadata, dynamic registration, code + PKCE S256 + resource, consent,
-tokens, refresh) and calls a tool. The limits the guide states (what /introspect answers a
-resource server today) are checked too, so the guide is updated when they change.
+tokens, refresh) and calls a tool. What the guide states about checking tokens (audience-bound
+JWT access tokens, what /introspect answers a resource server) is checked too, so the guide is
+updated when it changes.
 """
 
 from __future__ import annotations
@@ -54,10 +55,12 @@ def examples() -> dict:
 
 
 class Setup:
-    def __init__(self, tsidp, mcp_url: str, work: Path):
+    def __init__(self, tsidp, mcp_url: str, work: Path, server_client: dict):
         self.tsidp = tsidp
         self.mcp_url = mcp_url
         self.work = work
+        # The MCP server's own client (its /register answer), which declares the resource.
+        self.server_client = server_client
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +82,15 @@ def mcp_setup(tsidp_factory, processes, scratch_dirs) -> Setup:
     bob = whois_document(BOB)
     bob["CapMap"] = {"tailscale.com/cap/tsidp": [{"allow_dcr": True}]}
     tsidp = tsidp_factory(identities=[alice, bob])
+    # The MCP server's own client, declaring its resource, as the guide registers it.
+    registered = browser_session(ALICE["source"]).post(tsidp.url("/register"), json={
+        "client_name": "MCP server", "redirect_uris": [f"http://127.0.0.1:{mcp_port}/unused"],
+        "resources": [mcp_url]})
+    assert registered.status_code == 201, registered.text
+    assert registered.json()["resources"] == [mcp_url]
 
-    env = {**os.environ, "TSIDP_ISSUER": tsidp.issuer, "MCP_URL": mcp_url, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "TSIDP_ISSUER": tsidp.issuer, "MCP_URL": mcp_url, "PYTHONUNBUFFERED": "1",
+           "MCP_CLIENT_ID": registered.json()["client_id"], "MCP_CLIENT_SECRET": registered.json()["client_secret"]}
     server = processes.start("mcp-server", [sys.executable, "mcp_server.py"], cwd=work, log_dir=work, env=env)
     metadata_url = f"http://127.0.0.1:{mcp_port}/.well-known/oauth-protected-resource/mcp"
 
@@ -94,7 +104,7 @@ def mcp_setup(tsidp_factory, processes, scratch_dirs) -> Setup:
 
     wait_until(ready, STARTUP_TIMEOUT, interval=0.2)
     assert server.popen.poll() is None and ready(), f"the guide's MCP server did not start:\n{server.logs()}"
-    return Setup(tsidp, mcp_url, work)
+    return Setup(tsidp, mcp_url, work, registered.json())
 
 
 def load_client_module(work: Path):
@@ -186,15 +196,21 @@ def test_user_without_a_resource_grant_is_refused(mcp_setup):
     assert "invalid_target" in text, text[-4000:]
 
 
-def test_todays_token_check_limits(mcp_setup):
-    """What the guide says about /userinfo and /introspect for a resource server."""
+def jwt_part(token: str, index: int) -> dict:
+    part = token.split(".")[index]
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+
+
+def test_token_checks_for_a_resource_server(mcp_setup):
+    """What the guide says about checking tokens: audience-bound JWTs and /introspect."""
     tsidp = mcp_setup.tsidp
     admin = browser_session(ALICE["source"])
     public = admin.post(tsidp.url("/register"), json={
-        "client_name": "limits check", "redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}).json()
-    resource_server = admin.post(tsidp.url("/register"), json={
-        "client_name": "mcp server", "redirect_uris": ["http://127.0.0.1:33419/unused"]}).json()
-    assert resource_server.get("client_secret"), resource_server
+        "client_name": "token checks", "redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}).json()
+    unrelated = admin.post(tsidp.url("/register"), json={
+        "client_name": "no resources", "redirect_uris": ["http://127.0.0.1:33419/unused"]}).json()
+    assert unrelated.get("client_secret"), unrelated
+    server = mcp_setup.server_client
 
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -212,16 +228,25 @@ def test_todays_token_check_limits(mcp_setup):
     assert tokens.status_code == 200, tokens.text
     access_token = tokens.json()["access_token"]
 
-    userinfo = browser.get(tsidp.url("/userinfo"), headers={"Authorization": f"Bearer {access_token}"})
-    assert userinfo.status_code == 200 and userinfo.json()["email"] == ALICE["login"], userinfo.text
-    assert "client_id" not in userinfo.json() and "aud" not in userinfo.json()
+    # The access token is an RFC 9068 JWT for the resource; the ID token names only the client.
+    assert jwt_part(access_token, 0)["typ"] == "at+jwt"
+    claims = jwt_part(access_token, 1)
+    assert claims["aud"] == mcp_setup.mcp_url and claims["iss"] == tsidp.issuer, claims
+    id_token = jwt_part(tokens.json()["id_token"], 1)
+    assert id_token["aud"] == public["client_id"] and "azp" not in id_token, id_token
 
     by_resource_server = browser.post(
-        tsidp.url("/introspect"), data={"token": access_token},
-        auth=(resource_server["client_id"], resource_server["client_secret"]))
+        tsidp.url("/introspect"), data={"token": access_token}, auth=(server["client_id"], server["client_secret"]))
     assert by_resource_server.status_code == 200
-    assert by_resource_server.json() == {"active": False}, (
-        "/introspect now answers a resource server: update docs/guides/mcp.md (its limits section)")
+    introspected = by_resource_server.json()
+    assert introspected["active"] is True, introspected
+    assert introspected["aud"] == mcp_setup.mcp_url and introspected["client_id"] == public["client_id"]
+    assert introspected["username"] == ALICE["login"]
+
+    by_unrelated_client = browser.post(
+        tsidp.url("/introspect"), data={"token": access_token},
+        auth=(unrelated["client_id"], unrelated["client_secret"]))
+    assert by_unrelated_client.json() == {"active": False}
     by_public_client = browser.post(
         tsidp.url("/introspect"), data={"token": access_token, "client_id": public["client_id"]})
     assert by_public_client.status_code in (400, 401) and by_public_client.json()["error"] == "invalid_client"

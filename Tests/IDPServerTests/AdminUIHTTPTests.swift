@@ -175,7 +175,9 @@ struct AdminUIHTTPTests {
                     ("redirect_uri", "https://grafana.example.com/a\r\nhttps://grafana.example.com/b"),
                     ("logo_uri", "https://grafana.example.com/logo.png"), ("scope", "grafana:read"),
                     ("token_endpoint_auth_method", "client_secret_post"), ("id_token_signed_response_alg", "ES256"),
-                    ("access_token_format", "jwt"), ("consent_required", "true"), ("csrf_token", token),
+                    ("access_token_format", "jwt"), ("consent_required", "true"),
+                    ("resources", "https://grafana.example.com/api\r\nhttp://127.0.0.1:3000/api"),
+                    ("csrf_token", token),
                 ])
             #expect(created.status == .ok)
             #expect(created.headers[.cacheControl] == "no-store")
@@ -188,6 +190,9 @@ struct AdminUIHTTPTests {
             #expect(stored.scope == "grafana:read" && stored.tokenEndpointAuthMethod == "client_secret_post")
             #expect(stored.idTokenSignedResponseAlg == .es256 && stored.accessTokenFormat == "jwt")
             #expect(stored.consentRequired)
+            #expect(stored.resources == ["https://grafana.example.com/api", "http://127.0.0.1:3000/api"])
+            let edit = try await client.execute(uri: "/edit/\(id)", method: .get)
+            #expect(edit.text.contains("<code>https://grafana.example.com/api</code>"))
             #expect(!harness.capture.text.contains(secret))
 
             // The secret is not shown again.

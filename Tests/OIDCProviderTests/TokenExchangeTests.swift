@@ -70,6 +70,24 @@ struct TokenExchangeTests {
         #expect(introspected["sub"] as? String == "userid:2001")
     }
 
+    @Test("the issuing client exchanges its own resource-bound token; a resource server of it may not")
+    func resourceBoundSubject() async throws {
+        let plain = try await rig()
+        let setup = plain.setup
+        let extra = [("resource", "https://api.example.com")]
+        let code = try await setup.code(identity: Fixtures.alice(rules: Self.rules), extra: extra)
+        let body = Fixtures.json(await setup.redeem(code, extra: extra).body)
+        let bound = Rig(
+            setup: setup, gateway: plain.gateway, subjectToken: try #require(body["access_token"] as? String))
+        #expect(await exchange(bound, [("audience", "https://api.example.com")]).status == 200)
+        var registration = ClientRegistry.Registration(name: "API", redirectURIs: [Fixtures.redirect])
+        registration.resources = ["https://api.example.com"]
+        let api = try await setup.provider.clients.register(registration)
+        let refused = await exchange(
+            bound, [("audience", "https://api.example.com")], as: (api.client.clientID, try #require(api.secret)))
+        #expect(Fixtures.json(refused.body)["error"] as? String == "invalid_grant")
+    }
+
     @Test("ungranted audiences, foreign clients, bad tokens and disabled STS are refused")
     func refusals() async throws {
         let rig = try await rig()

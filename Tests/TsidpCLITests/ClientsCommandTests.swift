@@ -108,6 +108,24 @@ struct ClientsCommandTests {
                 "https://grafana.example.com/login/generic_oauth", "http://127.0.0.1:3000/cb",
             ])
 
+        // Resource URIs: set, kept by a rename, refused when not absolute https, cleared.
+        let serving = try await binary.run(
+            ["clients", "update", id, "--resource", "https://mcp.example.com/mcp", "--json"] + viaServer,
+            in: directory)
+        #expect(serving.status == 0, "\(serving.standardError)")
+        #expect(
+            (try Self.json(serving) as? [String: Any])?["resources"] as? [String] == ["https://mcp.example.com/mcp"])
+        let badResource = try await binary.run(
+            ["clients", "update", id, "--resource", "http://mcp.example.com/mcp#x"] + viaServer, in: directory)
+        #expect(badResource.status == 1)
+        #expect(badResource.errorLines.count == 1 && badResource.standardError.contains("resource"))
+        let shownServing = try await binary.run(["clients", "show", id] + viaServer, in: directory)
+        #expect(shownServing.standardOutput.contains("https://mcp.example.com/mcp"))
+        let cleared = try await binary.run(
+            ["clients", "update", id, "--no-resources", "--json"] + viaServer, in: directory)
+        #expect(cleared.status == 0, "\(cleared.standardError)")
+        #expect((try Self.json(cleared) as? [String: Any])?["resources"] == nil)
+
         let regenerated = try await binary.run(
             ["clients", "regenerate-secret", id, "--json"] + viaServer, in: directory)
         #expect(regenerated.status == 0)
@@ -135,11 +153,17 @@ struct ClientsCommandTests {
 
         // Changes on the stopped directory are what the next server serves.
         let offline = try await binary.run(
-            ["clients", "add", "--name", "Portainer", "--redirect-uri", "https://portainer.example.com/", "--json"]
-                + viaDir,
+            [
+                "clients", "add", "--name", "Portainer", "--redirect-uri", "https://portainer.example.com/",
+                "--resource", "https://portainer.example.com/api", "--json",
+            ] + viaDir,
             in: directory)
         #expect(offline.status == 0, "\(offline.standardError)")
         let offlineID = try #require((try Self.json(offline) as? [String: Any])?["client_id"] as? String)
+        #expect(
+            (try Self.json(offline) as? [String: Any])?["resources"] as? [String] == [
+                "https://portainer.example.com/api"
+            ])
         let deleted = try await binary.run(["clients", "delete", id, "--yes"] + viaDir, in: directory)
         #expect(deleted.status == 0, "\(deleted.standardError)")
         let afterOffline = Self.summary(
@@ -151,6 +175,12 @@ struct ClientsCommandTests {
                 try await binary.run(["clients", "list", "--json", "--server", restarted.url], in: directory)))
         #expect(listedAgain == afterOffline)
         #expect(listedAgain.contains { $0.hasPrefix(offlineID + "|Portainer|") })
+        let servingAgain = try await binary.run(
+            ["clients", "show", offlineID, "--json", "--server", restarted.url], in: directory)
+        #expect(
+            (try Self.json(servingAgain) as? [String: Any])?["resources"] as? [String] == [
+                "https://portainer.example.com/api"
+            ])
         #expect(!listedAgain.contains { $0.hasPrefix(id) })
         let gone = try await binary.run(
             ["clients", "delete", offlineID, "--yes", "--server", restarted.url], in: directory)
@@ -243,6 +273,7 @@ struct ClientsCommandTests {
             ["clients", "add", "--redirect-uri", "https://app.example.com/cb", "--dir", "/tmp"],
             ["clients", "add", "--name", "App", "--dir", "/tmp"],
             ["clients", "update", "abc", "--dir", "/tmp"],
+            ["clients", "update", "abc", "--resource", "https://a.example.com/", "--no-resources", "--dir", "/tmp"],
             ["clients", "frobnicate"],
             ["clients", "show"],
             ["clients", "list", "--server", "https://idp.example.com"],

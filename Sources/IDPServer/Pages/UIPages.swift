@@ -106,7 +106,8 @@ enum UIPages {
         ($0.rawValue, $0 == .rs256 ? "RS256 (the default)" : $0.rawValue)
     }
     static let accessTokenFormats = [
-        ("opaque", "opaque (checked at /userinfo or /introspect, the default)"),
+        ("", "JWT when a resource is requested, opaque otherwise (the default)"),
+        ("opaque", "opaque (checked at /userinfo or /introspect)"),
         ("jwt", "JWT (RFC 9068, verifiable offline)"),
     ]
 }

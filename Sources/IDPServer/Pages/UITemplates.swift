@@ -77,6 +77,8 @@ extension PageTemplates {
         <fieldset><legend>Options</legend>
         <label>Logo URI (optional) <input name="logo_uri" value="{{logoURI}}" placeholder="https://…"></label>
         <label>Extra scopes, space-separated (optional) <input name="scope" value="{{scope}}"></label>
+        <label>Resource URIs this client serves as a resource server, one per line (optional)
+        <textarea name="resources" rows="2" placeholder="https://mcp.example.ts.net/mcp">{{resources}}</textarea></label>
         <label>Token endpoint authentication <select name="token_endpoint_auth_method">
         {{#authMethods}}<option value="{{value}}"{{#selected}} selected{{/selected}}>{{label}}</option>{{/authMethods}}
         </select></label>
@@ -131,6 +133,7 @@ extension PageTemplates {
         <dt>Token endpoint authentication</dt><dd>{{authMethod}}</dd>
         <dt>ID token signing algorithm</dt><dd>{{algorithm}}</dd>
         <dt>Access tokens</dt><dd>{{accessTokenFormat}}</dd>
+        <dt>Resources served</dt><dd>{{#resources}}<code>{{.}}</code> {{/resources}}{{^resources}}none{{/resources}}</dd>
         <dt>Extra scopes</dt><dd>{{#scope}}{{scope}}{{/scope}}{{^scope}}none{{/scope}}</dd>
         <dt>Logo URI</dt><dd>{{#logoURI}}<code>{{logoURI}}</code>{{/logoURI}}{{^logoURI}}none{{/logoURI}}</dd>
         <dt>Consent page</dt><dd>{{#consent}}users confirm their first sign-in{{/consent}}{{^consent}}no{{/consent}}</dd>

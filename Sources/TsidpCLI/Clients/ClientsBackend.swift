@@ -10,6 +10,8 @@ struct ClientRecord: Codable, Sendable, Equatable {
     var createdAt: String
     var dynamicallyRegistered: Bool
     var hasSecret: Bool
+    /// Resource URIs the client serves as a resource server.
+    var resources: [String] = []
     /// Only right after `add` or `regenerate-secret`.
     var clientSecret: String?
 
@@ -17,7 +19,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         case clientID = "client_id", clientName = "client_name", redirectURIs = "redirect_uris"
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
-        case clientSecret = "client_secret"
+        case clientSecret = "client_secret", resources
     }
 
     init(_ client: Client, secret: String? = nil) {
@@ -28,6 +30,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         createdAt = RFC3339.format(client.createdAt)
         dynamicallyRegistered = client.dynamicallyRegistered
         hasSecret = client.secretHash != nil
+        resources = client.resources
         clientSecret = secret
     }
 
@@ -41,6 +44,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         createdAt = try c.decodeIfPresent(String.self, forKey: .createdAt) ?? ""
         dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
         hasSecret = try c.decodeIfPresent(Bool.self, forKey: .hasSecret) ?? false
+        resources = try c.decodeIfPresent([String].self, forKey: .resources) ?? []
         clientSecret = try c.decodeIfPresent(String.self, forKey: .clientSecret).flatMap { $0.isEmpty ? nil : $0 }
     }
 
@@ -53,6 +57,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
         try c.encode(hasSecret, forKey: .hasSecret)
+        if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
         try c.encodeIfPresent(clientSecret, forKey: .clientSecret)
     }
 }
@@ -67,10 +72,11 @@ struct ClientsFailure: Error, CustomStringConvertible {
 /// Where `tsidp clients` finds the clients: a running server or a stopped state directory.
 protocol ClientsBackend: Sendable {
     func list() async throws -> [ClientRecord]
-    func add(name: String, redirectURIs: [String], isPublic: Bool) async throws -> ClientRecord
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord
     func show(_ id: String) async throws -> ClientRecord
     /// `nil` leaves that field as it is.
-    func update(_ id: String, name: String?, redirectURIs: [String]?) async throws -> ClientRecord
+    func update(_ id: String, name: String?, redirectURIs: [String]?, resources: [String]?) async throws
+        -> ClientRecord
     func regenerateSecret(_ id: String) async throws -> ClientRecord
     func delete(_ id: String) async throws
     /// Releases connections or locks.

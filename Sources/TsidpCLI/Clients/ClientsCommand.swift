@@ -70,6 +70,10 @@ struct ClientsAdd: ClientsSubcommand {
     var name: String?
     @Option(name: .customLong("redirect-uri"), help: "A redirect URI; repeat for more than one.")
     var redirectURIs: [String] = []
+    @Option(
+        name: .customLong("resource"),
+        help: "A resource URI the client serves as a resource server (it may introspect tokens for it); repeatable.")
+    var resources: [String] = []
     @Flag(name: .customLong("public"), help: "A public client (no secret; it must use PKCE S256).")
     var isPublic = false
 
@@ -81,7 +85,8 @@ struct ClientsAdd: ClientsSubcommand {
     }
 
     func run(on backend: any ClientsBackend, output: ClientsOutput) async throws {
-        let created = try await backend.add(name: name ?? "", redirectURIs: redirectURIs, isPublic: isPublic)
+        let created = try await backend.add(
+            name: name ?? "", redirectURIs: redirectURIs, resources: resources, isPublic: isPublic)
         output.created(created)
     }
 }
@@ -98,22 +103,32 @@ struct ClientsShow: ClientsSubcommand {
 
 struct ClientsUpdate: ClientsSubcommand {
     static let configuration = CommandConfiguration(
-        commandName: "update", abstract: "Change a client's name or redirect URIs (given URIs replace all).")
+        commandName: "update",
+        abstract: "Change a client's name, redirect URIs or resource URIs (given URIs replace that list).")
     @OptionGroup var options: ClientsOptions
     @Argument(help: "The client ID.") var clientID: String
     @Option(name: .customLong("name"), help: "The new name.") var name: String?
     @Option(name: .customLong("redirect-uri"), help: "A redirect URI; repeat for more; replaces the list.")
     var redirectURIs: [String] = []
+    @Option(
+        name: .customLong("resource"), help: "A resource URI the client serves; repeat for more; replaces the list.")
+    var resources: [String] = []
+    @Flag(name: .customLong("no-resources"), help: "Remove every resource URI the client serves.")
+    var clearResources = false
 
     func validateArguments() throws {
-        guard name != nil || !redirectURIs.isEmpty else {
-            throw UsageError("update needs --name or --redirect-uri (or both)")
+        guard name != nil || !redirectURIs.isEmpty || !resources.isEmpty || clearResources else {
+            throw UsageError("update needs --name, --redirect-uri, --resource or --no-resources")
+        }
+        guard !(clearResources && !resources.isEmpty) else {
+            throw UsageError("use --resource or --no-resources, not both")
         }
     }
 
     func run(on backend: any ClientsBackend, output: ClientsOutput) async throws {
         let updated = try await backend.update(
-            clientID, name: name, redirectURIs: redirectURIs.isEmpty ? nil : redirectURIs)
+            clientID, name: name, redirectURIs: redirectURIs.isEmpty ? nil : redirectURIs,
+            resources: clearResources ? [] : resources.isEmpty ? nil : resources)
         output.show(updated)
     }
 }

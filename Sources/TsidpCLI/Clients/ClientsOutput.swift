@@ -61,6 +61,10 @@ final class ClientsOutput {
         print("Created:        \(client.createdAt)")
         print("Redirect URIs:")
         for uri in client.redirectURIs { print("  \(Self.visible(uri))") }
+        if !client.resources.isEmpty {
+            print("Resources served:")
+            for uri in client.resources { print("  \(Self.visible(uri))") }
+        }
     }
 
     func created(_ client: ClientRecord) {

@@ -102,8 +102,9 @@ struct ServerClientsBackend: ClientsBackend {
         try decode([ClientRecord].self, try await send(.GET, "/clients"))
     }
 
-    func add(name: String, redirectURIs: [String], isPublic: Bool) async throws -> ClientRecord {
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord {
         var form = [("name", name), ("redirect_uri", redirectURIs.joined(separator: "\n"))]
+        if !resources.isEmpty { form.append(("resources", resources.joined(separator: "\n"))) }
         if isPublic { form.append(("token_endpoint_auth_method", "none")) }
         return try decode(ClientRecord.self, try await send(.POST, "/clients/new", form: form))
     }
@@ -112,12 +113,15 @@ struct ServerClientsBackend: ClientsBackend {
         try decode(ClientRecord.self, try await send(.GET, "/clients/\(Self.escapedID(id))"))
     }
 
-    func update(_ id: String, name: String?, redirectURIs: [String]?) async throws -> ClientRecord {
+    func update(_ id: String, name: String?, redirectURIs: [String]?, resources: [String]?) async throws
+        -> ClientRecord
+    {
         let current = try await show(id)
-        let form = [
+        var form = [
             ("name", name ?? current.clientName),
             ("redirect_uri", (redirectURIs ?? current.redirectURIs).joined(separator: "\n")),
         ]
+        if let resources { form.append(("resources", resources.joined(separator: "\n"))) }
         return try decode(ClientRecord.self, try await send(.PUT, "/clients/\(Self.escapedID(id))", form: form))
     }
 

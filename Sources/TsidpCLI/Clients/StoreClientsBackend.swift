@@ -73,8 +73,9 @@ final class StoreClientsBackend: ClientsBackend, @unchecked Sendable {
         await registry.all().map { ClientRecord($0) }
     }
 
-    func add(name: String, redirectURIs: [String], isPublic: Bool) async throws -> ClientRecord {
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord {
         var registration = ClientRegistry.Registration(name: name, redirectURIs: redirectURIs)
+        registration.resources = resources
         if isPublic { registration.tokenEndpointAuthMethod = "none" }
         let created = try await perform { try await registry.register(registration) }
         return ClientRecord(created.client, secret: created.secret)
@@ -84,11 +85,14 @@ final class StoreClientsBackend: ClientsBackend, @unchecked Sendable {
         ClientRecord(try await existing(id))
     }
 
-    func update(_ id: String, name: String?, redirectURIs: [String]?) async throws -> ClientRecord {
+    func update(_ id: String, name: String?, redirectURIs: [String]?, resources: [String]?) async throws
+        -> ClientRecord
+    {
         let current = try await existing(id)
         let updated = try await perform {
             try await registry.update(
-                id, name: name ?? current.name, redirectURIs: redirectURIs ?? current.redirectURIs)
+                id, name: name ?? current.name, redirectURIs: redirectURIs ?? current.redirectURIs,
+                resources: resources)
         }
         return ClientRecord(updated)
     }
