@@ -52,6 +52,9 @@ extension IDPServer {
         if !client.clientURI.isEmpty { members.append(("client_uri", .string(client.clientURI))) }
         if !client.logoURI.isEmpty { members.append(("logo_uri", .string(client.logoURI))) }
         if !client.contacts.isEmpty { members.append(("contacts", .array(client.contacts.map(JSONValue.string)))) }
+        if !client.postLogoutRedirectURIs.isEmpty {
+            members.append(("post_logout_redirect_uris", .array(client.postLogoutRedirectURIs.map(JSONValue.string))))
+        }
         var headers = HTTPFields()
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"

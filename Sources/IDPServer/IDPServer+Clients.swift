@@ -17,6 +17,7 @@ struct ClientView: Encodable {
     var dynamicallyRegistered: Bool
     var hasSecret: Bool
     var consentRequired: Bool
+    var postLogoutRedirectURIs: [String]?
 
     init(_ client: Client, secret: String? = nil) {
         clientID = client.clientID
@@ -29,6 +30,7 @@ struct ClientView: Encodable {
         dynamicallyRegistered = client.dynamicallyRegistered
         hasSecret = client.secretHash != nil
         consentRequired = client.requiresConsent
+        postLogoutRedirectURIs = client.postLogoutRedirectURIs.isEmpty ? nil : client.postLogoutRedirectURIs
     }
 
     enum CodingKeys: String, CodingKey {
@@ -37,6 +39,7 @@ struct ClientView: Encodable {
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
         case consentRequired = "consent_required"
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
     }
 }
 
@@ -153,6 +156,8 @@ extension IDPServer {
             registration.idTokenSignedResponseAlg = try form.single("id_token_signed_response_alg") ?? "RS256"
             registration.accessTokenFormat = try form.single("access_token_format") ?? "opaque"
             registration.scope = try form.single("scope") ?? ""
+            registration.postLogoutRedirectURIs = RedirectURI.splitLines(
+                try form.single("post_logout_redirect_uri") ?? "")
             registration.tokenEndpointAuthMethod =
                 try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
             if let text = try form.single("consent_required") {

@@ -83,6 +83,14 @@ extension IDPServer {
             }
             return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
         }
+        router.get("/logout") { request, context in
+            try await endSession(request, context: context, form: nil)
+        }
+        router.post("/logout") { request, context in
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            return try await endSession(request, context: context, form: form)
+        }
         router.on("/userinfo", method: .options) { _, _ in Self.preflight(methods: "GET, POST, OPTIONS") }
     }
 
@@ -179,6 +187,34 @@ extension IDPServer {
             try await identity.identify(caller)
         }
         return authorizeResponse(result)
+    }
+
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): GET or POST `/logout`.
+    func endSession(_ request: Request, context: IDPRequestContext, form: OAuthParameters?) async throws -> Response {
+        var parameters: OAuthParameters
+        do {
+            parameters = try Self.query(request)
+            if let form { parameters.append(contentsOf: form) }
+        } catch let error as OAuthError {
+            return Responses.html(HTML.logoutErrorPage(error), status: .badRequest)
+        }
+        let caller = context.callerAddress
+        let identity = self.identity
+        let result = await provider.endSession(parameters) { () async throws(IdentityFailure) -> UserIdentity in
+            try await identity.identify(caller)
+        }
+        switch result {
+        case .redirect(let location):
+            var response = Responses.redirect(location)
+            response.headers[.cacheControl] = "no-store"
+            return response
+        case .signedOut(let clientName, let endedLogins):
+            var response = Responses.html(HTML.signedOutPage(clientName: clientName, endedLogins: endedLogins))
+            response.headers[.cacheControl] = "no-store"
+            return response
+        case .errorPage(let error):
+            return Responses.html(HTML.logoutErrorPage(error), status: .init(code: error.status))
+        }
     }
 
     /// The HTTP answer to an authorization result.

@@ -35,6 +35,9 @@ public struct Client: Sendable, Equatable, Codable {
     /// manages this client at `/register/<client_id>`; `nil` for clients the operator registered.
     /// Stored as `registration_access_token_hash`, a member older readers ignore.
     public var registrationTokenHash: String? = nil
+    /// Where RP-initiated logout may send the browser back to (`post_logout_redirect_uris`,
+    /// OpenID Connect RP-Initiated Logout 1.0 §3.1); empty: the signed-out page is shown.
+    public var postLogoutRedirectURIs: [String] = []
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -103,6 +106,7 @@ public struct Client: Sendable, Equatable, Codable {
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
         case consentRequired = "consent_required"
         case registrationTokenHash = "registration_access_token_hash"
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
     }
 
     /// Whether access tokens are RFC 9068 JWTs.
@@ -146,6 +150,7 @@ public struct Client: Sendable, Equatable, Codable {
         consentRequired = try c.decodeIfPresent(Bool.self, forKey: .consentRequired) ?? false
         registrationTokenHash =
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
+        postLogoutRedirectURIs = try c.decodeIfPresent([String].self, forKey: .postLogoutRedirectURIs) ?? []
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -177,6 +182,7 @@ public struct Client: Sendable, Equatable, Codable {
         if accessTokenFormat != "opaque" { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
         if consentRequired { try c.encode(true, forKey: .consentRequired) }
         if let registrationTokenHash { try c.encode(registrationTokenHash, forKey: .registrationTokenHash) }
+        if !postLogoutRedirectURIs.isEmpty { try c.encode(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs) }
     }
 
     /// Whether `token` is this client's registration access token.

@@ -131,6 +131,8 @@ public actor ClientRegistry: StateWriteSource {
         public var accessTokenFormat = "opaque"
         /// Ask users to confirm before their first sign-in (always so for dynamic registration).
         public var consentRequired = false
+        /// Where RP-initiated logout may return to; checked as redirect URIs are.
+        public var postLogoutRedirectURIs: [String] = []
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -171,6 +173,13 @@ public actor ClientRegistry: StateWriteSource {
         }
         try ClientMetadataLimits.check(registration)
         for uri in registration.redirectURIs { try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects) }
+        for uri in registration.postLogoutRedirectURIs {
+            do {
+                try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects)
+            } catch let error as OAuthError {
+                throw OAuthError(.invalidClientMetadata, "post_logout_redirect_uris: \(error.message)")
+            }
+        }
         let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
             throw OAuthError(
@@ -207,6 +216,7 @@ public actor ClientRegistry: StateWriteSource {
         client.accessTokenFormat = registration.accessTokenFormat
         client.consentRequired = registration.consentRequired
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
+        client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -271,6 +281,7 @@ public actor ClientRegistry: StateWriteSource {
             client.applicationType = registration.applicationType
             client.idTokenSignedResponseAlg = algorithm
             client.accessTokenFormat = registration.accessTokenFormat
+            client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

@@ -14,12 +14,14 @@ struct RFC7591RegistrationRequest: Decodable {
     var applicationType: String?
     var idTokenSignedResponseAlg: String?
     var accessTokenFormat: String?
+    var postLogoutRedirectURIs: [String]?
 
     enum CodingKeys: String, CodingKey {
         case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
         case grantTypes = "grant_types", responseTypes = "response_types", clientName = "client_name"
         case clientURI = "client_uri", logoURI = "logo_uri", scope, contacts, applicationType = "application_type"
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
     }
 }
 
@@ -52,6 +54,7 @@ extension ClientRegistry.Registration {
         applicationType = request.applicationType ?? "web"
         idTokenSignedResponseAlg = request.idTokenSignedResponseAlg ?? "RS256"
         accessTokenFormat = request.accessTokenFormat ?? "opaque"
+        postLogoutRedirectURIs = request.postLogoutRedirectURIs ?? []
         dynamicallyRegistered = true
         if let bad = grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
             throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
