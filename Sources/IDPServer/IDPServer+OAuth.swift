@@ -61,7 +61,7 @@ extension IDPServer {
             } catch let error as OAuthError {
                 return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
             }
-            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+            return Self.withCORS(await userInfo(token), methods: "GET, POST, OPTIONS")
         }
         router.post("/userinfo") { request, context -> Response in
             var request = request
@@ -81,7 +81,7 @@ extension IDPServer {
             } catch let error as OAuthError {
                 return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
             }
-            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+            return Self.withCORS(await userInfo(token), methods: "GET, POST, OPTIONS")
         }
         router.get("/logout") { request, context in
             try await endSession(request, context: context, form: nil)
@@ -116,11 +116,17 @@ extension IDPServer {
         return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
     }
 
-    func userInfo(_ token: String?) -> Response {
-        let answer = provider.userInfo(accessToken: token)
+    func userInfo(_ token: String?) async -> Response {
+        let answer = await provider.userInfoAnswer(accessToken: token)
         var headers = HTTPFields()
         headers[.cacheControl] = "no-store"
         if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
+        if answer.contentType != "application/json" {
+            headers[.contentType] = answer.contentType
+            return Response(
+                status: .init(code: answer.status), headers: headers,
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
         return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
     }
 

@@ -38,6 +38,9 @@ public struct Client: Sendable, Equatable, Codable {
     /// Where RP-initiated logout may send the browser back to (`post_logout_redirect_uris`,
     /// OpenID Connect RP-Initiated Logout 1.0 §3.1); empty: the signed-out page is shown.
     public var postLogoutRedirectURIs: [String] = []
+    /// The algorithm `/userinfo` signs this client's answers with (`userinfo_signed_response_alg`);
+    /// `nil`: plain JSON.
+    public var userInfoSignedResponseAlg: SigningAlgorithm? = nil
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -107,6 +110,7 @@ public struct Client: Sendable, Equatable, Codable {
         case consentRequired = "consent_required"
         case registrationTokenHash = "registration_access_token_hash"
         case postLogoutRedirectURIs = "post_logout_redirect_uris"
+        case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
     }
 
     /// Whether access tokens are RFC 9068 JWTs.
@@ -151,6 +155,7 @@ public struct Client: Sendable, Equatable, Codable {
         registrationTokenHash =
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
         postLogoutRedirectURIs = try c.decodeIfPresent([String].self, forKey: .postLogoutRedirectURIs) ?? []
+        userInfoSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .userInfoSignedResponseAlg)
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -183,6 +188,9 @@ public struct Client: Sendable, Equatable, Codable {
         if consentRequired { try c.encode(true, forKey: .consentRequired) }
         if let registrationTokenHash { try c.encode(registrationTokenHash, forKey: .registrationTokenHash) }
         if !postLogoutRedirectURIs.isEmpty { try c.encode(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs) }
+        if let userInfoSignedResponseAlg {
+            try c.encode(userInfoSignedResponseAlg, forKey: .userInfoSignedResponseAlg)
+        }
     }
 
     /// Whether `token` is this client's registration access token.

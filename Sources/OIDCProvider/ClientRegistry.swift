@@ -133,6 +133,8 @@ public actor ClientRegistry: StateWriteSource {
         public var consentRequired = false
         /// Where RP-initiated logout may return to; checked as redirect URIs are.
         public var postLogoutRedirectURIs: [String] = []
+        /// `userinfo_signed_response_alg`; `nil` for plain JSON answers.
+        public var userInfoSignedResponseAlg: String? = nil
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -189,6 +191,9 @@ public actor ClientRegistry: StateWriteSource {
         guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
             throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
         }
+        if let alg = registration.userInfoSignedResponseAlg, SigningAlgorithm(rawValue: alg) == nil {
+            throw OAuthError(.invalidClientMetadata, "userinfo_signed_response_alg must be RS256, ES256 or EdDSA")
+        }
         guard registration.accessTokenFormat == "opaque" || registration.accessTokenFormat == "jwt" else {
             throw OAuthError(.invalidClientMetadata, "access_token_format must be opaque or jwt")
         }
@@ -217,6 +222,7 @@ public actor ClientRegistry: StateWriteSource {
         client.consentRequired = registration.consentRequired
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
         client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
+        client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -282,6 +288,7 @@ public actor ClientRegistry: StateWriteSource {
             client.idTokenSignedResponseAlg = algorithm
             client.accessTokenFormat = registration.accessTokenFormat
             client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
+            client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

@@ -90,11 +90,16 @@ extension Provider {
             ("uid", .int(identity.userID)),
         ]
         members += identityClaims(grant, forUserInfo: false)
-        return try withExtraClaims(members, identity: identity, forUserInfo: false)
+        return JSONText.object(try withExtraClaims(members, identity: identity, forUserInfo: false))
     }
 
     /// The `/userinfo` answer for an access token's grant.
     func userInfoPayload(_ grant: AuthorizationGrant) throws -> String {
+        JSONText.object(try userInfoMembers(grant))
+    }
+
+    /// The members of the `/userinfo` answer for `grant`, in a stable order.
+    func userInfoMembers(_ grant: AuthorizationGrant) throws -> [(String, JSONValue)] {
         let identity = grant.identity
         let members = [("sub", JSONValue.string(IDToken.subject(identity)))] + identityClaims(grant, forUserInfo: true)
         return try withExtraClaims(members, identity: identity, forUserInfo: true)
@@ -126,13 +131,13 @@ extension Provider {
     /// `members` with the policy's extra claims for `identity` added; an extra claim replaces a
     /// claim of the same name.
     func withExtraClaims(_ members: [(String, JSONValue)], identity: UserIdentity, forUserInfo: Bool) throws
-        -> String
+        -> [(String, JSONValue)]
     {
         var members = members
         for (name, value) in IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: forUserInfo) {
             members.removeAll { $0.0 == name }
             members.append((name, value))
         }
-        return JSONText.object(members)
+        return members
     }
 }

@@ -257,6 +257,7 @@ struct Discovery: Sendable {
             ),
             ("subject_types_supported", strings(["public"])),
             ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
+            ("userinfo_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
             ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
             (
                 "revocation_endpoint_auth_methods_supported",
