@@ -24,6 +24,14 @@ struct FunnelGate: RouterMiddleware {
             return try await next(request, context)
         }
         let path = request.uri.path
+        if path == "/logout" {
+            return Responses.html(
+                HTML.logoutErrorPage(
+                    OAuthError(
+                        .accessDenied, "Signing out is only possible from a device on the tailnet, not over Funnel.")
+                ),
+                status: .unauthorized)
+        }
         if path == "/authorize" || path.hasPrefix("/authorize/") {
             return Responses.html(
                 HTML.errorPage(

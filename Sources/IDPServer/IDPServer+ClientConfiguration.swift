@@ -55,6 +55,12 @@ extension IDPServer {
         if !client.clientURI.isEmpty { members.append(("client_uri", .string(client.clientURI))) }
         if !client.logoURI.isEmpty { members.append(("logo_uri", .string(client.logoURI))) }
         if !client.contacts.isEmpty { members.append(("contacts", .array(client.contacts.map(JSONValue.string)))) }
+        if let alg = client.userInfoSignedResponseAlg {
+            members.append(("userinfo_signed_response_alg", .string(alg.rawValue)))
+        }
+        if !client.postLogoutRedirectURIs.isEmpty {
+            members.append(("post_logout_redirect_uris", .array(client.postLogoutRedirectURIs.map(JSONValue.string))))
+        }
         var headers = HTTPFields()
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"

@@ -19,6 +19,7 @@ struct ClientView: Encodable {
     var consentRequired: Bool
     var resources: [String]
     var accessTokenFormat: String
+    var postLogoutRedirectURIs: [String]?
 
     init(_ client: Client, secret: String? = nil) {
         clientID = client.clientID
@@ -33,6 +34,7 @@ struct ClientView: Encodable {
         consentRequired = client.requiresConsent
         resources = client.resources
         accessTokenFormat = client.accessTokenFormat
+        postLogoutRedirectURIs = client.postLogoutRedirectURIs.isEmpty ? nil : client.postLogoutRedirectURIs
     }
 
     enum CodingKeys: String, CodingKey {
@@ -41,6 +43,7 @@ struct ClientView: Encodable {
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
         case consentRequired = "consent_required", resources, accessTokenFormat = "access_token_format"
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -57,6 +60,7 @@ struct ClientView: Encodable {
         try c.encode(consentRequired, forKey: .consentRequired)
         if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
         if !accessTokenFormat.isEmpty { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
+        try c.encodeIfPresent(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs)
     }
 }
 
@@ -174,6 +178,8 @@ extension IDPServer {
             registration.accessTokenFormat = try form.single("access_token_format") ?? ""
             registration.resources = try Self.formResources(form) ?? []
             registration.scope = try form.single("scope") ?? ""
+            registration.postLogoutRedirectURIs = RedirectURI.splitLines(
+                try form.single("post_logout_redirect_uri") ?? "")
             registration.tokenEndpointAuthMethod =
                 try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
             if let text = try form.single("consent_required") {

@@ -61,7 +61,7 @@ extension IDPServer {
             } catch let error as OAuthError {
                 return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
             }
-            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+            return Self.withCORS(await userInfo(token), methods: "GET, POST, OPTIONS")
         }
         router.post("/userinfo") { request, context -> Response in
             var request = request
@@ -81,7 +81,15 @@ extension IDPServer {
             } catch let error as OAuthError {
                 return Self.withCORS(Self.bearerError(error), methods: "GET, POST, OPTIONS")
             }
-            return Self.withCORS(userInfo(token), methods: "GET, POST, OPTIONS")
+            return Self.withCORS(await userInfo(token), methods: "GET, POST, OPTIONS")
+        }
+        router.get("/logout") { request, context in
+            try await endSession(request, context: context, form: nil)
+        }
+        router.post("/logout") { request, context in
+            var request = request
+            let form = try await Self.readForm(&request, context: context)
+            return try await endSession(request, context: context, form: form)
         }
         router.on("/userinfo", method: .options) { _, _ in Self.preflight(methods: "GET, POST, OPTIONS") }
     }
@@ -108,11 +116,17 @@ extension IDPServer {
         return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
     }
 
-    func userInfo(_ token: String?) -> Response {
-        let answer = provider.userInfo(accessToken: token)
+    func userInfo(_ token: String?) async -> Response {
+        let answer = await provider.userInfoAnswer(accessToken: token)
         var headers = HTTPFields()
         headers[.cacheControl] = "no-store"
         if let challenge = answer.wwwAuthenticate { headers[.wwwAuthenticate] = challenge }
+        if answer.contentType != "application/json" {
+            headers[.contentType] = answer.contentType
+            return Response(
+                status: .init(code: answer.status), headers: headers,
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: answer.body)))
+        }
         return Responses.json(answer.body, status: .init(code: answer.status), headers: headers)
     }
 
@@ -179,6 +193,34 @@ extension IDPServer {
             try await identity.identify(caller)
         }
         return authorizeResponse(result)
+    }
+
+    /// RP-initiated logout (OpenID Connect RP-Initiated Logout 1.0): GET or POST `/logout`.
+    func endSession(_ request: Request, context: IDPRequestContext, form: OAuthParameters?) async throws -> Response {
+        var parameters: OAuthParameters
+        do {
+            parameters = try Self.query(request)
+            if let form { parameters.append(contentsOf: form) }
+        } catch let error as OAuthError {
+            return Responses.html(HTML.logoutErrorPage(error), status: .badRequest)
+        }
+        let caller = context.callerAddress
+        let identity = self.identity
+        let result = await provider.endSession(parameters) { () async throws(IdentityFailure) -> UserIdentity in
+            try await identity.identify(caller)
+        }
+        switch result {
+        case .redirect(let location):
+            var response = Responses.redirect(location)
+            response.headers[.cacheControl] = "no-store"
+            return response
+        case .signedOut(let clientName, let endedLogins):
+            var response = Responses.html(HTML.signedOutPage(clientName: clientName, endedLogins: endedLogins))
+            response.headers[.cacheControl] = "no-store"
+            return response
+        case .errorPage(let error):
+            return Responses.html(HTML.logoutErrorPage(error), status: .init(code: error.status))
+        }
     }
 
     /// The HTTP answer to an authorization result.

@@ -96,6 +96,30 @@ enum HTML {
         return page(title: "Sign-in error", body: body)
     }
 
+    /// The page shown when a logout request cannot be honoured.
+    static func logoutErrorPage(_ error: OAuthError) -> String {
+        var body = "<h1>This sign-out request cannot continue</h1>"
+        body += "<p>\(escape(error.message))</p>"
+        body += "<p class=\"muted\">Error code: <code>\(escape(error.code.rawValue))</code></p>"
+        return page(title: "Sign-out error", body: body)
+    }
+
+    /// The page shown after a logout that does not return to the application.
+    static func signedOutPage(clientName: String?, endedLogins: Int) -> String {
+        var body = "<h1>Signed out</h1>"
+        if let clientName {
+            body +=
+                endedLogins > 0
+                ? "<p>Your sign-in to \(escape(clientName)) has ended. The application must ask you to sign in again.</p>"
+                : "<p>You have no sign-in to \(escape(clientName)) left to end.</p>"
+        } else {
+            body += "<p>The request named no application, so no sign-in was ended.</p>"
+        }
+        body +=
+            "<p class=\"muted\">tsidp signs you in as your device's tailnet user: the next sign-in needs no password.</p>"
+        return page(title: "Signed out", body: body)
+    }
+
     static let formPostScript = "document.forms[0].submit();"
 
     /// The CSP of the form_post page: only its own inline script (by hash) may run, and the form

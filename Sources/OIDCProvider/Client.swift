@@ -40,6 +40,12 @@ public struct Client: Sendable, Equatable, Codable {
     /// manages this client at `/register/<client_id>`; `nil` for clients the operator registered.
     /// Stored as `registration_access_token_hash`, a member older readers ignore.
     public var registrationTokenHash: String? = nil
+    /// Where RP-initiated logout may send the browser back to (`post_logout_redirect_uris`,
+    /// OpenID Connect RP-Initiated Logout 1.0 §3.1); empty: the signed-out page is shown.
+    public var postLogoutRedirectURIs: [String] = []
+    /// The algorithm `/userinfo` signs this client's answers with (`userinfo_signed_response_alg`);
+    /// `nil`: plain JSON.
+    public var userInfoSignedResponseAlg: SigningAlgorithm? = nil
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -109,6 +115,8 @@ public struct Client: Sendable, Equatable, Codable {
         case consentRequired = "consent_required"
         case registrationTokenHash = "registration_access_token_hash"
         case resources
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
+        case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
     }
 
     /// Whether the client registered RFC 9068 JWT access tokens for every request.
@@ -169,6 +177,8 @@ public struct Client: Sendable, Equatable, Codable {
         consentRequired = try c.decodeIfPresent(Bool.self, forKey: .consentRequired) ?? false
         registrationTokenHash =
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
+        postLogoutRedirectURIs = try c.decodeIfPresent([String].self, forKey: .postLogoutRedirectURIs) ?? []
+        userInfoSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .userInfoSignedResponseAlg)
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -201,6 +211,10 @@ public struct Client: Sendable, Equatable, Codable {
         if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
         if consentRequired { try c.encode(true, forKey: .consentRequired) }
         if let registrationTokenHash { try c.encode(registrationTokenHash, forKey: .registrationTokenHash) }
+        if !postLogoutRedirectURIs.isEmpty { try c.encode(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs) }
+        if let userInfoSignedResponseAlg {
+            try c.encode(userInfoSignedResponseAlg, forKey: .userInfoSignedResponseAlg)
+        }
     }
 
     /// Whether `token` is this client's registration access token.

@@ -44,6 +44,12 @@ public enum ClientMetadataLimits {
         for uri in registration.resources where uri.utf8.count > uriLength {
             throw fail("resources", "has an entry longer than \(uriLength) bytes")
         }
+        guard registration.postLogoutRedirectURIs.count <= redirectURIs else {
+            throw fail("post_logout_redirect_uris", "has more than \(redirectURIs) entries")
+        }
+        for uri in registration.postLogoutRedirectURIs where uri.utf8.count > uriLength {
+            throw fail("post_logout_redirect_uris", "has an entry longer than \(uriLength) bytes")
+        }
         guard registration.clientURI.utf8.count <= uriLength else {
             throw fail("client_uri", "is longer than \(uriLength) bytes")
         }

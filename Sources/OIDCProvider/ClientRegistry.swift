@@ -134,6 +134,10 @@ public actor ClientRegistry: StateWriteSource {
         public var resources: [String] = []
         /// Ask users to confirm before their first sign-in (always so for dynamic registration).
         public var consentRequired = false
+        /// Where RP-initiated logout may return to; checked as redirect URIs are.
+        public var postLogoutRedirectURIs: [String] = []
+        /// `userinfo_signed_response_alg`; `nil` for plain JSON answers.
+        public var userInfoSignedResponseAlg: String? = nil
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -174,6 +178,13 @@ public actor ClientRegistry: StateWriteSource {
         }
         try ClientMetadataLimits.check(registration)
         for uri in registration.redirectURIs { try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects) }
+        for uri in registration.postLogoutRedirectURIs {
+            do {
+                try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects)
+            } catch let error as OAuthError {
+                throw OAuthError(.invalidClientMetadata, "post_logout_redirect_uris: \(error.message)")
+            }
+        }
         let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
             throw OAuthError(
@@ -182,6 +193,9 @@ public actor ClientRegistry: StateWriteSource {
         }
         guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
             throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
+        }
+        if let alg = registration.userInfoSignedResponseAlg, SigningAlgorithm(rawValue: alg) == nil {
+            throw OAuthError(.invalidClientMetadata, "userinfo_signed_response_alg must be RS256, ES256 or EdDSA")
         }
         guard ["", "opaque", "jwt"].contains(registration.accessTokenFormat) else {
             throw OAuthError(.invalidClientMetadata, "access_token_format must be opaque or jwt")
@@ -212,6 +226,8 @@ public actor ClientRegistry: StateWriteSource {
         client.resources = registration.resources
         client.consentRequired = registration.consentRequired
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
+        client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
+        client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -277,6 +293,8 @@ public actor ClientRegistry: StateWriteSource {
             client.idTokenSignedResponseAlg = algorithm
             client.accessTokenFormat = registration.accessTokenFormat
             client.resources = registration.resources
+            client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
+            client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

@@ -7,14 +7,32 @@ public enum IDToken {
     /// Claims a grant's `extraClaims` may not set: they carry identity or protocol meaning.
     public static let protectedClaims: Set<String> = [
         "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "username", "email", "key", "addresses", "nid", "node",
-        "tailnet", "tags", "user", "uid", "nonce", "azp", "act", "auth_time", "at_hash",
+        "tailnet", "tags", "user", "uid", "nonce", "azp", "act", "auth_time", "at_hash", "amr",
     ]
 
     /// Claims listed in discovery.
     public static let supportedClaims = [
-        "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "auth_time", "nonce", "at_hash", "azp", "name", "email",
-        "preferred_username", "picture", "groups", "username", "key", "addresses", "nid", "node", "tailnet", "uid",
+        "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "auth_time", "nonce", "at_hash", "azp", "amr", "name",
+        "email", "email_verified", "preferred_username", "picture", "groups", "username", "key", "addresses", "nid",
+        "node", "tailnet", "uid",
     ]
+
+    /// The `amr` value of every ID token: the person was signed in by their device's tailnet
+    /// identity (WireGuard node key, vouched for by the tailnet's control plane), not by a
+    /// password or a second factor at tsidp.
+    public static let authenticationMethods = ["tailscale"]
+
+    /// The identity claims a scope releases (OIDC Core §5.4); `username` (the Go tsidp's claim)
+    /// only in `/userinfo`.
+    static func scopeClaims(_ scopes: [String], forUserInfo: Bool) -> [String] {
+        var names: [String] = []
+        if scopes.contains(Scope.profile) {
+            names += ["name", "preferred_username"] + (forUserInfo ? ["username"] : []) + ["picture"]
+        }
+        if scopes.contains(Scope.email) { names += ["email", "email_verified"] }
+        if scopes.contains(Scope.groups) { names.append("groups") }
+        return names
+    }
 
     /// `at_hash`: base64url of the left half of the hash of the access token's ASCII octets
     /// (OIDC Core §3.1.3.6), with the hash that goes with the ID token's signing algorithm:
@@ -62,6 +80,7 @@ extension Provider {
         if let nonce = grant.nonce { members.append(("nonce", .string(nonce))) }
         members.append(("at_hash", .string(IDToken.accessTokenHash(accessToken, algorithm: algorithm))))
         if audience.count > 1 { members.append(("azp", .string(grant.clientID))) }
+        members.append(("amr", .array(IDToken.authenticationMethods.map(JSONValue.string))))
         members += [
             ("key", .string(identity.nodeKey)),
             ("addresses", .array(identity.addresses.map(JSONValue.string))),
@@ -70,44 +89,55 @@ extension Provider {
             ("tailnet", .string(identity.tailnet)),
             ("uid", .int(identity.userID)),
         ]
-        if grant.scopes.contains(Scope.email) {
-            members.append(("email", .string(identity.realishEmail(idpHost: configuration.idpHost))))
-        }
-        if grant.scopes.contains(Scope.profile) {
-            members.append(("name", .string(identity.displayName)))
-            members.append(("preferred_username", .string(identity.username)))
-            if let picture = identity.pictureURL { members.append(("picture", .string(picture))) }
-        }
-        if !identity.groups.isEmpty {
-            members.append(("groups", .array(identity.groups.map(JSONValue.string))))
-        }
-        let extra = IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: false)
-        let present = Set(members.map(\.0))
-        for (name, value) in extra {
-            if present.contains(name) {
-                members.removeAll { $0.0 == name }
-            }
-            members.append((name, value))
-        }
-        return JSONText.object(members)
+        members += identityClaims(grant, forUserInfo: false)
+        return JSONText.object(try withExtraClaims(members, identity: identity, forUserInfo: false))
     }
 
     /// The `/userinfo` answer for an access token's grant.
     func userInfoPayload(_ grant: AuthorizationGrant) throws -> String {
+        JSONText.object(try userInfoMembers(grant))
+    }
+
+    /// The members of the `/userinfo` answer for `grant`, in a stable order.
+    func userInfoMembers(_ grant: AuthorizationGrant) throws -> [(String, JSONValue)] {
         let identity = grant.identity
-        var members: [(String, JSONValue)] = [
-            ("sub", .string(IDToken.subject(identity))),
-            ("name", .string(identity.displayName)),
-            ("email", .string(identity.realishEmail(idpHost: configuration.idpHost))),
-            ("preferred_username", .string(identity.username)),
-            ("username", .string(identity.username)),
-        ]
-        if let picture = identity.pictureURL { members.append(("picture", .string(picture))) }
-        if !identity.groups.isEmpty { members.append(("groups", .array(identity.groups.map(JSONValue.string)))) }
-        for (name, value) in IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: true) {
+        let members = [("sub", JSONValue.string(IDToken.subject(identity)))] + identityClaims(grant, forUserInfo: true)
+        return try withExtraClaims(members, identity: identity, forUserInfo: true)
+    }
+
+    /// The identity claims `grant` releases to the ID token or to `/userinfo`: those of its
+    /// scopes, and those its `claims` request asked for there. A claim tsidp has no value for
+    /// (`picture` without an https URL, `groups` for a user in none) is left out.
+    func identityClaims(_ grant: AuthorizationGrant, forUserInfo: Bool) -> [(String, JSONValue)] {
+        let identity = grant.identity
+        var names = IDToken.scopeClaims(grant.scopes, forUserInfo: forUserInfo)
+        for name in (forUserInfo ? grant.claims?.userInfo : grant.claims?.idToken) ?? [] where !names.contains(name) {
+            names.append(name)
+        }
+        return names.compactMap { name -> (String, JSONValue)? in
+            switch name {
+            case "name": return (name, .string(identity.displayName))
+            case "preferred_username", "username": return (name, .string(identity.username))
+            case "picture": return identity.pictureURL.map { (name, .string($0)) }
+            case "email": return (name, .string(identity.realishEmail(idpHost: configuration.idpHost)))
+            case "email_verified": return (name, .bool(identity.emailIsVerified))
+            case "groups":
+                return identity.groups.isEmpty ? nil : (name, .array(identity.groups.map(JSONValue.string)))
+            default: return nil
+            }
+        }
+    }
+
+    /// `members` with the policy's extra claims for `identity` added; an extra claim replaces a
+    /// claim of the same name.
+    func withExtraClaims(_ members: [(String, JSONValue)], identity: UserIdentity, forUserInfo: Bool) throws
+        -> [(String, JSONValue)]
+    {
+        var members = members
+        for (name, value) in IDToken.extraClaims(try claimPolicy(for: identity), forUserInfo: forUserInfo) {
             members.removeAll { $0.0 == name }
             members.append((name, value))
         }
-        return JSONText.object(members)
+        return members
     }
 }

@@ -168,6 +168,9 @@ extension Provider {
                 }
                 maxAge = value
             }
+            let claimsRequest = try parameters.single("claims").map(ClaimsRequest.parse).flatMap {
+                $0.idToken.isEmpty && $0.userInfo.isEmpty ? nil : $0
+            }
             let hintSubject = try idTokenHintSubject(try parameters.single("id_token_hint"), clientID: clientID)
             var resources: [String] = []
             for resource in parameters.all("resource") {
@@ -220,7 +223,7 @@ extension Provider {
             let grant = AuthorizationGrant(
                 clientID: clientID, redirectURI: redirectURI, scopes: scopes, nonce: nonce, codeChallenge: challenge,
                 codeChallengeMethod: method, resources: resources, identity: identity, authTime: now(),
-                boundNodeID: legacyNodeID)
+                boundNodeID: legacyNodeID, claims: claimsRequest)
             var parked = ConsentRequests.Parked(
                 csrfToken: "", grant: grant, forceNewAuthentication: prompts.contains("login"),
                 maxAge: maxAge, responseMode: responseMode, state: state,
@@ -259,6 +262,16 @@ extension Provider {
     /// `clientID` (it may have expired, OIDC Core §3.1.2.1).
     func idTokenHintSubject(_ hint: String?, clientID: String) throws -> String? {
         guard let hint else { return nil }
+        let verified = try verifiedIDTokenHint(hint)
+        guard verified.audience.contains(clientID) else {
+            throw OAuthError(.invalidRequest, "id_token_hint was issued to another client")
+        }
+        return verified.subject
+    }
+
+    /// The subject, audience and `azp` of `hint` when it is an ID token this provider signed with
+    /// a key it still publishes; its expiry is not checked (a hint may have expired).
+    func verifiedIDTokenHint(_ hint: String) throws -> (subject: String, audience: [String], authorizedParty: String?) {
         let parts = hint.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let headerData = Base64URL.decode(parts[0]),
             let header = try? JSONSerialization.jsonObject(with: headerData) as? [String: Any],
@@ -270,10 +283,7 @@ extension Provider {
             throw OAuthError(.invalidRequest, "id_token_hint is not an ID token from this provider")
         }
         let audience = (payload["aud"] as? [String]) ?? [(payload["aud"] as? String) ?? ""]
-        guard audience.contains(clientID) else {
-            throw OAuthError(.invalidRequest, "id_token_hint was issued to another client")
-        }
-        return subject
+        return (subject, audience, payload["azp"] as? String)
     }
 
     /// Issues a code for a validated request and sends it to the client.

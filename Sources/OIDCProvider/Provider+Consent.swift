@@ -37,9 +37,19 @@ extension Provider {
     static func claimLines(_ grant: AuthorizationGrant) -> [String] {
         var lines: [String] = []
         if grant.scopes.contains(Scope.openid) { lines.append("your tailnet user ID and the device you sign in from") }
-        if grant.scopes.contains(Scope.profile) { lines.append("your name, user name and profile picture") }
-        if grant.scopes.contains(Scope.email) { lines.append("your login name as an email address") }
-        if grant.scopes.contains("groups") { lines.append("the groups you belong to") }
+        // A `claims` request releases the same claims as the scope that usually carries them.
+        let requested = Set((grant.claims?.idToken ?? []) + (grant.claims?.userInfo ?? []))
+        if grant.scopes.contains(Scope.profile)
+            || !requested.isDisjoint(with: ["name", "preferred_username", "username", "picture"])
+        {
+            lines.append("your name, user name and profile picture")
+        }
+        if grant.scopes.contains(Scope.email) || !requested.isDisjoint(with: ["email", "email_verified"]) {
+            lines.append("your login name as an email address")
+        }
+        if grant.scopes.contains(Scope.groups) || requested.contains("groups") {
+            lines.append("the groups you belong to")
+        }
         if grant.scopes.contains("offline_access") || grant.scopes.contains(Scope.openid) {
             lines.append("to stay signed in for up to 30 days")
         }

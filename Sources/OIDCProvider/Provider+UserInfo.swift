@@ -1,3 +1,4 @@
+import AnyJSON
 import Foundation
 
 /// What `/userinfo` answers (OIDC Core §5.3, RFC 6750 errors).
@@ -6,6 +7,8 @@ public struct UserInfoResponse: Sendable {
     public var body: [UInt8]
     /// The `WWW-Authenticate` challenge for 401/403 answers.
     public var wwwAuthenticate: String?
+    /// `application/json`, or `application/jwt` for a signed answer.
+    public var contentType = "application/json"
 }
 
 extension Provider {
@@ -30,6 +33,27 @@ extension Provider {
                 status: 200, body: Array(try userInfoPayload(entry.grant).utf8), wwwAuthenticate: nil)
         } catch let error as OAuthError {
             return UserInfoResponse(status: error.status, body: error.jsonBody, wwwAuthenticate: nil)
+        } catch {
+            let failure = OAuthError(.serverError, "userinfo could not be produced")
+            return UserInfoResponse(status: 500, body: failure.jsonBody, wwwAuthenticate: nil)
+        }
+    }
+
+    /// Answers a userinfo request as the token's client registered: plain JSON, or a JWT signed
+    /// with its `userinfo_signed_response_alg` and carrying `iss` and `aud` (OIDC Core §5.3.2).
+    public func userInfoAnswer(accessToken: String?) async -> UserInfoResponse {
+        let plain = userInfo(accessToken: accessToken)
+        guard plain.status == 200, let accessToken,
+            let entry = ledger.read({ $0.access[GrantLedger.hash(accessToken)] }),
+            let algorithm = await clients.client(entry.grant.clientID)?.userInfoSignedResponseAlg
+        else { return plain }
+        do {
+            let members: [(String, JSONValue)] =
+                [("iss", .string(configuration.issuer)), ("aud", .string(entry.grant.clientID))]
+                + (try userInfoMembers(entry.grant)).filter { $0.0 != "iss" && $0.0 != "aud" }
+            let token = try keys.signingKey(for: algorithm).sign(payload: JSONText.object(members))
+            return UserInfoResponse(
+                status: 200, body: Array(token.utf8), wwwAuthenticate: nil, contentType: "application/jwt")
         } catch {
             let failure = OAuthError(.serverError, "userinfo could not be produced")
             return UserInfoResponse(status: 500, body: failure.jsonBody, wwwAuthenticate: nil)

@@ -243,6 +243,7 @@ struct Discovery: Sendable {
             ("jwks_uri", .string(issuer + "/.well-known/jwks.json")),
             ("revocation_endpoint", .string(issuer + "/revoke")),
             ("introspection_endpoint", .string(issuer + "/introspect")),
+            ("end_session_endpoint", .string(issuer + "/logout")),
         ]
         if registration { members.append(("registration_endpoint", .string(issuer + "/register"))) }
         let strings: ([String]) -> JSONValue = { .array($0.map(JSONValue.string)) }
@@ -256,6 +257,7 @@ struct Discovery: Sendable {
             ),
             ("subject_types_supported", strings(["public"])),
             ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
+            ("userinfo_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
             ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
             (
                 "revocation_endpoint_auth_methods_supported",
@@ -264,7 +266,7 @@ struct Discovery: Sendable {
             ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
             ("code_challenge_methods_supported", strings(["S256", "plain"])),
             ("claims_supported", strings(IDToken.supportedClaims)),
-            ("claims_parameter_supported", .bool(false)),
+            ("claims_parameter_supported", .bool(true)),
             ("request_parameter_supported", .bool(false)),
             ("request_uri_parameter_supported", .bool(false)),
             ("authorization_response_iss_parameter_supported", .bool(true)),

@@ -15,6 +15,8 @@ struct RFC7591RegistrationRequest: Decodable {
     var idTokenSignedResponseAlg: String?
     var accessTokenFormat: String?
     var resources: [String]?
+    var postLogoutRedirectURIs: [String]?
+    var userInfoSignedResponseAlg: String?
 
     enum CodingKeys: String, CodingKey {
         case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
@@ -22,6 +24,8 @@ struct RFC7591RegistrationRequest: Decodable {
         case clientURI = "client_uri", logoURI = "logo_uri", scope, contacts, applicationType = "application_type"
         case idTokenSignedResponseAlg = "id_token_signed_response_alg", accessTokenFormat = "access_token_format"
         case resources
+        case postLogoutRedirectURIs = "post_logout_redirect_uris"
+        case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
     }
 }
 
@@ -55,6 +59,8 @@ extension ClientRegistry.Registration {
         idTokenSignedResponseAlg = request.idTokenSignedResponseAlg ?? "RS256"
         accessTokenFormat = request.accessTokenFormat ?? ""
         resources = request.resources ?? []
+        postLogoutRedirectURIs = request.postLogoutRedirectURIs ?? []
+        userInfoSignedResponseAlg = request.userInfoSignedResponseAlg
         dynamicallyRegistered = true
         if let bad = grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
             throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")

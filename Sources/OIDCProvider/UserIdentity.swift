@@ -76,6 +76,15 @@ public struct UserIdentity: Sendable, Equatable, Codable {
         return String(nodeName[nodeName.index(after: dot)...])
     }
 
+    /// Whether the login name is an email address the tailnet's identity provider vouched for:
+    /// `email_verified` is true for it. Login names without a domain dot (`alice@github`,
+    /// `alice@passkey`), whose "realish" address tsidp invents, are not.
+    public var emailIsVerified: Bool {
+        guard let at = loginName.firstIndex(of: "@"), at != loginName.startIndex else { return false }
+        let domain = loginName[loginName.index(after: at)...]
+        return domain.contains(".") && !domain.hasPrefix(".") && !domain.hasSuffix(".")
+    }
+
     /// An email address relying parties accept: login names such as `alice@github` (no domain
     /// dot) become `alice@github.<idp host>`, as the Go tsidp does.
     public func realishEmail(idpHost: String) -> String {

@@ -251,3 +251,33 @@ def test_oidcc_ensure_request_with_acr_values_succeeds(oidc_op, client):
     full_flow_checks(oidc_op, login)
     if "acr" in login.claims:
         assert isinstance(login.claims["acr"], str) and login.claims["acr"], login.claims
+
+
+def test_oidcc_claims_id_token_and_userinfo(oidc_op, client):
+    """The claims parameter (OIDC Core 5.5) releases a claim where it is asked for, without its scope:
+    email in the ID token only, name in userinfo only."""
+    claims_request = json.dumps({"id_token": {"email": {"essential": True}}, "userinfo": {"name": None}})
+    login = oidc_op.login(client, scope="openid", claims=claims_request)
+    assert login.claims.get("email") == "alice@example.com", login.claims
+    assert "name" not in login.claims, login.claims
+    info = full_flow_checks(oidc_op, login)
+    assert info.get("name") == "Alice Example" and "email" not in info, info
+    assert oidc_op.metadata.get("claims_parameter_supported") is True
+
+
+def test_claims_parameter_malformed(oidc_op, client):
+    """A claims value that is not a JSON object of the 5.5 shape: invalid_request at the redirect URI."""
+    for value in ("[]", "not json", json.dumps({"userinfo": {"name": 1}})):
+        params = oidc_op.authorization_params(client, claims=value)
+        oidc_op.expect_error(oidc_op.authorize(params), client.redirect_uri, "invalid_request", params["state"])
+
+
+def test_userinfo_limited_to_scopes(oidc_op, client):
+    """openid alone: userinfo answers sub only; the email scope adds email and email_verified."""
+    login = oidc_op.login(client, scope="openid")
+    info = oidc_op.check_userinfo(oidc_op.userinfo(login.token["access_token"]), login.claims["sub"])
+    assert set(info) == {"sub"}, info
+    assert login.claims.get("amr") == ["tailscale"], login.claims
+    login = oidc_op.login(client, scope="openid email")
+    info = oidc_op.check_userinfo(oidc_op.userinfo(login.token["access_token"]), login.claims["sub"])
+    assert info.get("email_verified") is True and "name" not in info, info

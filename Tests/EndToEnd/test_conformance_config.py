@@ -115,10 +115,11 @@ def test_oidcc_discovery_endpoint_verification(oidc_op):
             assert any(k["kty"] == key_types[alg] and k.get("alg", alg) == alg for k in jwks["keys"]), (alg, key_algs)
 
     # CheckDiscEndpointRequestParameterSupported / RequestUriParameterSupported / ClaimsParameterSupported:
-    # booleans when present (checked above); tsidp says false to all three, and the request tests rely on it.
+    # booleans when present (checked above); tsidp says false to request objects (the request tests rely
+    # on it) and true to the claims parameter (OIDC Core 5.5), which the OP-claims tests exercise.
     assert metadata.get("request_parameter_supported", False) is False
     assert metadata.get("request_uri_parameter_supported", True) is False  # OIDC default is true: must be explicit
-    assert metadata.get("claims_parameter_supported", False) is False
+    assert metadata.get("claims_parameter_supported", False) is True
     # CheckDiscEndpointRequestObjectSigningAlgValuesSupportedIncludesRS256 (only if present)
     if "request_object_signing_alg_values_supported" in metadata:
         assert "RS256" in metadata["request_object_signing_alg_values_supported"]

@@ -217,7 +217,7 @@ def test_token_checks_for_a_resource_server(mcp_setup):
     browser = browser_session(ALICE["source"])
     answer = browser.get(tsidp.url("/authorize"), allow_redirects=False, params={
         "response_type": "code", "client_id": public["client_id"], "redirect_uri": CALLBACK,
-        "scope": "openid offline_access", "state": "st", "code_challenge": challenge,
+        "scope": "openid email offline_access", "state": "st", "code_challenge": challenge,
         "code_challenge_method": "S256", "resource": mcp_setup.mcp_url})
     answer = browser.answer_consent(answer)
     assert answer.status_code in (302, 303), answer.text[:1000]

@@ -69,6 +69,27 @@ struct GrantDurabilityTests {
         return Rig(setup: setup, store: store, tailnet: tailnet)
     }
 
+    @Test("a claims request is kept with the login: after a restart, userinfo and refreshed ID tokens honour it")
+    func claimsRequestSurvivesRestart() async throws {
+        let rig = try await rig()
+        let request = #"{"id_token":{"email":null},"userinfo":{"name":{"essential":true}}}"#
+        let code = try await rig.setup.code(scope: "openid", extra: [("claims", request)])
+        let body = Fixtures.json(await rig.setup.redeem(code).body)
+        let refresh = try #require(body["refresh_token"] as? String)
+        let access = try #require(body["access_token"] as? String)
+
+        let restarted = try await provider(rig.setup, store: rig.store, tailnet: rig.tailnet)
+        let info = Fixtures.json(restarted.userInfo(accessToken: access).body)
+        #expect(info["name"] as? String == "Alice Example")
+        #expect(info["email"] == nil)
+        let refreshed = Fixtures.json(await rig.setup.with(provider: restarted).refresh(refresh).body)
+        let idToken = try #require(refreshed["id_token"] as? String)
+        let payload = try #require(Base64URL.decode(idToken.split(separator: ".")[1]))
+        let claims = try #require(try JSONSerialization.jsonObject(with: payload) as? [String: Any])
+        #expect(claims["email"] as? String == "alice@example.com")
+        #expect(claims["name"] == nil)
+    }
+
     @Test("refresh tokens and access tokens survive a restart; nothing is stored in clear")
     func restart() async throws {
         let rig = try await rig()

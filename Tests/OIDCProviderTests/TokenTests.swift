@@ -46,7 +46,7 @@ struct TokenTests {
         #expect(payload.email == "alice@example.com")
         #expect(payload.name == "Alice Example")
         #expect(payload.preferred_username == "alice")
-        #expect(payload.groups == ["group:eng"])
+        #expect(payload.groups == nil, "groups are released with the groups scope only")
         #expect(payload.auth_time == Int(setup.clock.now.timeIntervalSince1970))
         #expect(payload.at_hash == IDToken.accessTokenHash(accessToken))
         #expect(payload.exp.value.timeIntervalSince(payload.iat.value) == 300)

@@ -71,6 +71,7 @@ enum UIPages {
             ("jwks", "JWKS", issuer + "/.well-known/jwks.json"),
             ("introspect", "Introspection", issuer + "/introspect"),
             ("revoke", "Revocation", issuer + "/revoke"),
+            ("logout", "End session", issuer + "/logout"),
         ].map { ["key": $0.0, "label": $0.1, "url": $0.2] }
     }
 

@@ -13,9 +13,12 @@ public struct AuthorizationGrant: Sendable, Equatable, Codable {
     public var authTime: Date
     /// Legacy flow: the relying party's node, which alone may redeem the code and refresh.
     public var boundNodeID: Int64? = nil
+    /// The claims the `claims` request parameter asked for; absent in grants of older state.
+    public var claims: ClaimsRequest? = nil
 
     enum CodingKeys: String, CodingKey {
         case clientID = "c", redirectURI = "r", scopes = "s", nonce = "n", codeChallenge = "cc"
         case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at", boundNodeID = "node"
+        case claims = "cl"
     }
 }
