@@ -38,13 +38,7 @@ public struct EscapingLogHandler: LogHandler {
 
     /// Hands `event` to the wrapped handler with its message and all metadata escaped.
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let explicit = event.metadata { merged.merge(explicit) { $1 } }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
+        let merged = LogEventMetadata.merged(metadata, provider: metadataProvider, event: event)
         var escaped: Logger.Metadata = [:]
         for (key, value) in merged { escaped[LogEscape.escape(key)] = LogEscape.escape(value) }
         var event = event
@@ -52,5 +46,23 @@ public struct EscapingLogHandler: LogHandler {
         event.metadata = escaped
         event.error = nil
         inner.log(event: event)
+    }
+}
+
+/// The metadata of one log line as tsidp's handlers write it: the handler's own, then the
+/// metadata provider's, then the line's (later ones win), and an attached error as
+/// `error.message` and `error.type`.
+enum LogEventMetadata {
+    static func merged(
+        _ own: Logger.Metadata, provider: Logger.MetadataProvider?, event: LogEvent
+    ) -> Logger.Metadata {
+        var merged = own
+        if let provided = provider?.get() { merged.merge(provided) { $1 } }
+        if let explicit = event.metadata { merged.merge(explicit) { $1 } }
+        if let error = event.error {
+            merged["error.message"] = "\(error)"
+            merged["error.type"] = "\(String(reflecting: type(of: error)))"
+        }
+        return merged
     }
 }

@@ -36,13 +36,7 @@ public struct JSONLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let explicit = event.metadata { merged.merge(explicit) { $1 } }
-        if let error = event.error {
-            merged["error.message"] = "\(error)"
-            merged["error.type"] = "\(String(reflecting: type(of: error)))"
-        }
+        let merged = LogEventMetadata.merged(metadata, provider: metadataProvider, event: event)
         var line = "{\"time\":\"" + Self.timestamp(Date()) + "\",\"level\":" + Self.quote(event.level.rawValue)
         line += ",\"logger\":" + Self.quote(label) + ",\"message\":" + Self.quote(event.message.description)
         for key in merged.keys.sorted() {
