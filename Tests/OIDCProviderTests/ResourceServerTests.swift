@@ -187,6 +187,26 @@ struct ResourceServerTests {
         #expect(await introspect(setup, forMCP.access, as: server.clientID, secret: secret)["active"] as? Bool == false)
     }
 
+    @Test("an ID token is never taken for an access token: typ and aud differ, userinfo and introspection refuse it")
+    func idTokenIsNotAnAccessToken() async throws {
+        let setup = try await Fixtures.provider()
+        let (server, secret) = try await resourceServer(setup, serving: [Self.mcp])
+        let issued = try await issue(setup, resource: Self.mcp)
+        // A resource server that checks the header tells them apart offline…
+        #expect(try payload(issued.access, part: 0)["typ"] as? String == "at+jwt")
+        #expect(try payload(issued.idToken, part: 0)["typ"] as? String != "at+jwt")
+        // …and one that only checks aud finds its own URL in the access token alone.
+        #expect(audience(try payload(issued.access)) == [Self.mcp])
+        #expect(!audience(try payload(issued.idToken)).contains(Self.mcp))
+        // tsidp itself refuses the ID token wherever an access token is expected.
+        #expect(setup.provider.userInfo(accessToken: issued.idToken).status == 401)
+        #expect(
+            await introspect(setup, issued.idToken, as: server.clientID, secret: secret)["active"] as? Bool == false)
+        #expect(
+            await introspect(setup, issued.idToken, as: setup.client.clientID, secret: setup.secret)["active"] as? Bool
+                == false)
+    }
+
     @Test("a public client cannot introspect even when it declares the resource")
     func publicResourceServer() async throws {
         let setup = try await Fixtures.provider()
