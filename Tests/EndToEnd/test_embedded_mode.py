@@ -1127,16 +1127,28 @@ def test_loopback_listener_is_bounded_per_peer(embedded):
     node = embedded(args=["--max-connections-per-peer", "2"])
     held = []
     try:
-        for _ in range(2):
+        for _ in range(3):
             held.append(socket.create_connection(("127.0.0.1", node.port), timeout=5,
                                                  source_address=(BOB_SOURCE, 0)))
-        third = socket.create_connection(("127.0.0.1", node.port), timeout=5, source_address=(BOB_SOURCE, 0))
-        held.append(third)
-        try:
-            closed = third.recv(1) == b""
-        except (ConnectionResetError, socket.timeout) as error:
-            closed = isinstance(error, ConnectionResetError)
-        assert closed, "a third connection from one address stayed open"
+        # tsidp counts each connection as it sets it up, on the event loop that serves it, so
+        # which of the three is the one refused depends on scheduling: exactly one is closed.
+
+        def closed_by_server(connection: socket.socket) -> bool:
+            connection.settimeout(0.2)
+            try:
+                return connection.recv(1) == b""
+            except ConnectionResetError:
+                return True
+            except socket.timeout:
+                return False
+
+        closed = set()
+        deadline = time.monotonic() + 15
+        while not closed and time.monotonic() < deadline:
+            closed = {index for index, connection in enumerate(held) if closed_by_server(connection)}
+        time.sleep(0.5)
+        closed |= {index for index, connection in enumerate(held) if index not in closed and closed_by_server(connection)}
+        assert len(closed) == 1, f"{len(closed)} of three connections from one address were closed, not one"
         # Another address is not affected, and the held connections still work for a TLS login.
         answer = node.session(ALICE_SOURCE).get(node.url("/.well-known/openid-configuration"))
         assert answer.status_code == 200 and answer.json()["issuer"] == node.issuer(), answer.text[:300]
