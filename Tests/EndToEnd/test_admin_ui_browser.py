@@ -16,76 +16,17 @@ directory.
 from __future__ import annotations
 
 import base64
-import http.server
 import os
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
+from browser_support import LoopbackSite, start_chrome
 from conftest import browser_session
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL_HINT = "apt-get install chromium chromium-driver, and pip install selenium into .venv-peers"
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
 WAIT = 20  # seconds for a page to load after a click; generous for a loaded machine
-
-
-class Site:
-    """A site on loopback that is not tsidp: the relying party's callback, and pages that try to
-    make the browser post forms to tsidp."""
-
-    def __init__(self):
-        self.hits: list[str] = []
-        self.attack_page = ""
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (the stdlib's name)
-                site.hits.append(self.path)
-                if self.path.startswith("/attack"):
-                    body = site.attack_page
-                else:
-                    body = "<!doctype html><title>callback</title><p id='cb'>callback reached</p>"
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def start_chrome(peer_import, missing_tool_policy, scratch_dirs, javascript: bool = True):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        missing_tool_policy(f"{CHROMIUM} or {CHROMEDRIVER} is missing; {INSTALL_HINT}")
-    webdriver = peer_import("selenium.webdriver", INSTALL_HINT)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,1000"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={scratch_dirs('chrome-profile')}")
-    if not javascript:
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT)
-    return driver
 
 
 @pytest.fixture
@@ -108,7 +49,7 @@ def chrome_without_javascript(peer_import, missing_tool_policy, scratch_dirs):
 
 @pytest.fixture
 def site():
-    other = Site()
+    other = LoopbackSite()
     try:
         yield other
     finally:

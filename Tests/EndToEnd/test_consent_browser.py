@@ -12,81 +12,16 @@ go to the test's scratch directory, or to ``TSIDP_SCREENSHOTS`` when that names 
 
 from __future__ import annotations
 
-import http.server
 import os
-import shutil
-import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-INSTALL_HINT = "apt-get install chromium chromium-driver, and pip install selenium into .venv-peers"
-
-
-class CallbackSite:
-    """The application's site on loopback: records every request and serves a page that loads
-    ``/authorize`` as an image and in a frame (what a hostile site would do)."""
-
-    def __init__(self):
-        self.hits: list[str] = []
-        self.attack_target = ""
-        site = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (the stdlib's name)
-                site.hits.append(self.path)
-                if self.path.startswith("/attack"):
-                    target = site.attack_target.replace("&", "&amp;").replace('"', "&quot;")
-                    body = (
-                        f'<!doctype html><title>attack</title><img src="{target}">'
-                        f'<iframe src="{target}"></iframe><p id="done">loaded</p>'
-                    )
-                else:
-                    body = "<!doctype html><title>callback</title><p id='cb'>callback reached</p>"
-                data = body.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def redirect_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}/cb"
-
-    def callbacks(self) -> list[dict]:
-        return [{k: v[0] for k, v in parse_qs(urlsplit(path).query).items()} for path in self.hits if path.startswith("/cb")]
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
-
+from browser_support import LoopbackSite, start_chrome
 
 @pytest.fixture
 def chrome(peer_import, missing_tool_policy, scratch_dirs):
-    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-        missing_tool_policy(f"{CHROMIUM} or {CHROMEDRIVER} is missing; {INSTALL_HINT}")
-    webdriver = peer_import("selenium.webdriver", INSTALL_HINT)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=900,1000"):
-        options.add_argument(argument)
-    profile = scratch_dirs("chrome-profile")
-    options.add_argument(f"--user-data-dir={profile}")
-    service = webdriver.ChromeService(executable_path=CHROMEDRIVER)
-    driver = webdriver.Chrome(options=options, service=service)
-    driver.set_page_load_timeout(20)
+    driver = start_chrome(peer_import, missing_tool_policy, scratch_dirs, width=900)
     try:
         yield driver
     finally:
@@ -95,7 +30,7 @@ def chrome(peer_import, missing_tool_policy, scratch_dirs):
 
 @pytest.fixture
 def site():
-    callback = CallbackSite()
+    callback = LoopbackSite()
     try:
         yield callback
     finally:
@@ -194,7 +129,7 @@ def test_other_sites_get_no_code_from_image_or_frame_loads(chrome, site, tsidp_f
     tsidp = tsidp_factory()
     # An operator-registered client: it would sign in without a click if it were a page load.
     client = tsidp.register_admin_client("Vetted", [site.redirect_uri])
-    site.attack_target = (
+    target = (
         tsidp.url("/authorize")
         + "?"
         + urlencode(
@@ -207,14 +142,20 @@ def test_other_sites_get_no_code_from_image_or_frame_loads(chrome, site, tsidp_f
             }
         )
     )
+    # A page that loads /authorize as an image and in a frame, as a hostile site would.
+    escaped = target.replace("&", "&amp;").replace('"', "&quot;")
+    site.attack_page = (
+        f'<!doctype html><title>attack</title><img src="{escaped}">'
+        f'<iframe src="{escaped}"></iframe><p id="done">loaded</p>'
+    )
     before = len(site.callbacks())
-    chrome.get(f"http://127.0.0.1:{site.port}/attack")
+    chrome.get(site.url("/attack"))
     assert chrome.find_element(By.ID, "done").text == "loaded"
     # The image and the frame have been requested once the page's load event fired; neither may
     # have reached the application with a code.
     assert bounded_wait(lambda: chrome.execute_script("return document.readyState") == "complete", 15)
     assert [hit for hit in site.callbacks()[before:] if "code" in hit] == []
     # A real navigation still works, so the check above is not vacuous.
-    chrome.get(site.attack_target)
+    chrome.get(target)
     assert bounded_wait(lambda: urlsplit(chrome.current_url).path == "/cb", 15), chrome.current_url
     assert "code" in parse_qs(urlsplit(chrome.current_url).query)
