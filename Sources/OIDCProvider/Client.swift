@@ -46,6 +46,18 @@ public struct Client: Sendable, Equatable, Codable {
     /// The algorithm `/userinfo` signs this client's answers with (`userinfo_signed_response_alg`);
     /// `nil`: plain JSON.
     public var userInfoSignedResponseAlg: SigningAlgorithm? = nil
+    /// `public` (the default: `sub` is `userid:<n>` everywhere) or `pairwise` (OIDC Core §8: a
+    /// `sub` of its own per sector, so relying parties cannot correlate users).
+    public var subjectType = "public"
+    /// `sector_identifier_uri` (OIDC Registration §5), when the client registered one.
+    public var sectorIdentifierURI = ""
+    /// The host pairwise subjects are derived for: that of `sector_identifier_uri`, or of the
+    /// redirect URIs (all on one host). Kept as registered, so that changing redirect URIs
+    /// later does not change anyone's `sub`.
+    public var sector = ""
+
+    /// Whether this client's users get pairwise subject identifiers.
+    public var usesPairwiseSubjects: Bool { subjectType == "pairwise" }
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -117,6 +129,7 @@ public struct Client: Sendable, Equatable, Codable {
         case resources
         case postLogoutRedirectURIs = "post_logout_redirect_uris"
         case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
+        case subjectType = "subject_type", sectorIdentifierURI = "sector_identifier_uri", sector
     }
 
     /// Whether the client registered RFC 9068 JWT access tokens for every request.
@@ -179,6 +192,10 @@ public struct Client: Sendable, Equatable, Codable {
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
         postLogoutRedirectURIs = try c.decodeIfPresent([String].self, forKey: .postLogoutRedirectURIs) ?? []
         userInfoSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .userInfoSignedResponseAlg)
+        subjectType =
+            (try c.decodeIfPresent(String.self, forKey: .subjectType)).flatMap { $0.isEmpty ? nil : $0 } ?? "public"
+        sectorIdentifierURI = try c.decodeIfPresent(String.self, forKey: .sectorIdentifierURI) ?? ""
+        sector = try c.decodeIfPresent(String.self, forKey: .sector) ?? ""
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -214,6 +231,11 @@ public struct Client: Sendable, Equatable, Codable {
         if !postLogoutRedirectURIs.isEmpty { try c.encode(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs) }
         if let userInfoSignedResponseAlg {
             try c.encode(userInfoSignedResponseAlg, forKey: .userInfoSignedResponseAlg)
+        }
+        if usesPairwiseSubjects {
+            try c.encode(subjectType, forKey: .subjectType)
+            try c.encode(sector, forKey: .sector)
+            if !sectorIdentifierURI.isEmpty { try c.encode(sectorIdentifierURI, forKey: .sectorIdentifierURI) }
         }
     }
 

@@ -6,6 +6,10 @@ import StateStore
 ///
 /// Every change is written to the store before the call returns, so an HTTP answer that reports
 /// a new client or secret never precedes its durability.
+/// Fetches the document at a URL that client metadata names, with the limits of the caller's
+/// choosing; throws when it cannot.
+public typealias DocumentFetcher = @Sendable (_ url: String) async throws -> [UInt8]
+
 public actor ClientRegistry: StateWriteSource {
     /// The state key the Go tsidp uses for its client file.
     public static let stateKey = "oidc-funnel-clients.json"
@@ -138,11 +142,70 @@ public actor ClientRegistry: StateWriteSource {
         public var postLogoutRedirectURIs: [String] = []
         /// `userinfo_signed_response_alg`; `nil` for plain JSON answers.
         public var userInfoSignedResponseAlg: String? = nil
+        /// `public` or `pairwise` (see ``Client/subjectType``).
+        public var subjectType = "public"
+        /// `sector_identifier_uri`: a JSON array of redirect URIs, fetched when the client is
+        /// registered, whose host becomes the client's sector.
+        public var sectorIdentifierURI = ""
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
             self.redirectURIs = redirectURIs
         }
+    }
+
+    /// Fetches documents client metadata points at (`sector_identifier_uri`); `nil`: such
+    /// metadata is refused.
+    public private(set) var fetchDocument: DocumentFetcher?
+
+    /// Sets how documents named in client metadata are fetched.
+    public func setDocumentFetcher(_ fetcher: DocumentFetcher?) {
+        fetchDocument = fetcher
+    }
+
+    /// The sector pairwise subjects of `registration` are derived for (OIDC Core §8.1): the host
+    /// of its `sector_identifier_uri`, whose document must list every redirect URI (OIDC
+    /// Registration §5), or else the one host of its redirect URIs. Empty for public subjects.
+    func sector(for registration: Registration) async throws -> String {
+        guard ["public", "pairwise"].contains(registration.subjectType) else {
+            throw OAuthError(.invalidClientMetadata, "subject_type must be public or pairwise")
+        }
+        if registration.sectorIdentifierURI.isEmpty {
+            guard registration.subjectType == "pairwise" else { return "" }
+            let hosts = Set(registration.redirectURIs.compactMap { URLComponents(string: $0)?.host?.lowercased() })
+            guard hosts.count == 1, let host = hosts.first, !host.isEmpty else {
+                throw OAuthError(
+                    .invalidClientMetadata,
+                    "the redirect_uris of a pairwise client are on several hosts; register a sector_identifier_uri")
+            }
+            return host
+        }
+        let uri = registration.sectorIdentifierURI
+        do {
+            try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects)
+        } catch let error as OAuthError {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri: \(error.message)")
+        }
+        guard let host = URLComponents(string: uri)?.host?.lowercased(), !host.isEmpty else {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri has no host")
+        }
+        guard let fetchDocument else {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri cannot be fetched by this tsidp")
+        }
+        let listed: [String]
+        do {
+            let bytes = try await fetchDocument(uri)
+            listed = try JSONDecoder().decode([String].self, from: Data(bytes))
+        } catch {
+            throw OAuthError(
+                .invalidClientMetadata, "sector_identifier_uri could not be read as a JSON array of redirect URIs")
+        }
+        if let missing = registration.redirectURIs.first(where: { !listed.contains($0) }) {
+            throw OAuthError(
+                .invalidClientMetadata,
+                "the document at sector_identifier_uri does not list the redirect URI \(missing)")
+        }
+        return host
     }
 
     /// Where plain `http` redirect URIs may point, for every registration and change.
@@ -191,6 +254,15 @@ public actor ClientRegistry: StateWriteSource {
                 .invalidClientMetadata,
                 "token_endpoint_auth_method must be one of \(allowedMethods.joined(separator: ", "))")
         }
+        let grantTypes = ["authorization_code", "refresh_token"]
+        if let bad = registration.grantTypes.first(where: { !grantTypes.contains($0) }) {
+            throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
+        }
+        // OIDC Registration §2: response type code goes with the authorization_code grant.
+        if registration.responseTypes.contains("code"), !registration.grantTypes.contains("authorization_code") {
+            throw OAuthError(
+                .invalidClientMetadata, "grant_types must include authorization_code for response type code")
+        }
         guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
             throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
         }
@@ -211,6 +283,7 @@ public actor ClientRegistry: StateWriteSource {
         client: Client, secret: String?
     ) {
         let algorithm = try validate(registration)
+        let sector = try await sector(for: registration)
         try Self.checkRegistrationLimit(registration, in: clients)
         let id = RandomToken.hex(bytes: 16)
         let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
@@ -228,6 +301,9 @@ public actor ClientRegistry: StateWriteSource {
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
         client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
         client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
+        client.subjectType = registration.subjectType
+        client.sectorIdentifierURI = registration.sectorIdentifierURI
+        client.sector = sector
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -264,6 +340,15 @@ public actor ClientRegistry: StateWriteSource {
             throw OAuthError(.invalidRequest, "client_secret does not match the client's current secret")
         }
         let algorithm = try validate(registration)
+        var sector = try await sector(for: registration)
+        if registration.subjectType == "pairwise", existing.usesPairwiseSubjects,
+            registration.sectorIdentifierURI == existing.sectorIdentifierURI
+        {
+            // The sector stays as first registered: a client that moves its redirect URIs keeps
+            // its users' subjects.
+            sector = existing.sector
+        }
+        let keptSector = sector
         var newSecret: String?
         var secretHash = existing.secretHash
         if registration.tokenEndpointAuthMethod == "none" {
@@ -295,6 +380,9 @@ public actor ClientRegistry: StateWriteSource {
             client.resources = registration.resources
             client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
             client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
+            client.subjectType = registration.subjectType
+            client.sectorIdentifierURI = registration.sectorIdentifierURI
+            client.sector = keptSector
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

@@ -99,7 +99,7 @@ extension Provider {
             ("client_id", .string(grant.clientID)),
             ("token_type", .string(tokenType)),
             ("scope", .string(grant.scopes.joined(separator: " "))),
-            ("sub", .string(IDToken.subject(grant.identity))),
+            ("sub", .string(grant.subject)),
             ("username", .string(grant.identity.loginName)),
             ("iss", .string(configuration.issuer)),
             ("aud", audience.count == 1 ? .string(audience[0]) : .array(audience.map(JSONValue.string))),

@@ -103,6 +103,7 @@ extension Provider {
                     return try await redeemCode(form, client: client)
                 }
                 let client = try await authenticate(credentials)
+                try Self.requireGrantType("authorization_code", of: client)
                 return try await redeemCode(form, client: client)
             case "refresh_token":
                 if configuration.allowInsecureRegistration, let token = try form.single("refresh_token"),
@@ -114,6 +115,7 @@ extension Provider {
                     return try await refresh(form, client: client)
                 }
                 let client = try await authenticate(credentials)
+                try Self.requireGrantType("refresh_token", of: client)
                 return try await refresh(form, client: client)
             case TokenType.grantType:
                 guard configuration.enableTokenExchange else {
@@ -129,6 +131,15 @@ extension Provider {
             return .failure(error)
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be issued"))
+        }
+    }
+
+    /// Refuses a grant type the client did not register (`grant_types`, RFC 7591 §2) with
+    /// `unauthorized_client` (RFC 6749 §5.2).
+    static func requireGrantType(_ grantType: String, of client: Client) throws {
+        guard client.grantTypes.contains(grantType) else {
+            throw OAuthError(
+                .unauthorizedClient, "this client is not registered for the \(grantType) grant type (grant_types)")
         }
     }
 
@@ -342,6 +353,7 @@ extension Provider {
                     throw OAuthError(.invalidGrant, "the device no longer belongs to the user who signed in")
                 }
                 grant.identity = fresh
+                grant.pairwiseSubject = pairwiseSubject(for: fresh, client: client)
             } catch let error as OAuthError {
                 throw error
             } catch IdentityFailure.unknownDevice {
@@ -473,8 +485,10 @@ extension Provider {
             ("access_token", .string(accessToken)),
             ("token_type", .string("Bearer")),
             ("expires_in", .int(Int64(configuration.accessTokenLifetime))),
-            ("refresh_token", .string(refresh)),
         ]
+        // A client registered without the refresh_token grant gets no refresh token; the login
+        // is still recorded (so that it can be listed and ended), under a token nobody holds.
+        if client.grantTypes.contains("refresh_token") { members.append(("refresh_token", .string(refresh))) }
         if let idToken { members.append(("id_token", .string(idToken))) }
         members.append(("scope", .string(grant.scopes.joined(separator: " "))))
         return MintedTokens(
@@ -494,7 +508,7 @@ extension Provider {
         let audiences = audience ?? (grant.resources.isEmpty ? [grant.clientID] : grant.resources)
         var members: [(String, JSONValue)] = [
             ("iss", .string(configuration.issuer)),
-            ("sub", .string(IDToken.subject(grant.identity))),
+            ("sub", .string(grant.subject)),
             ("aud", audiences.count == 1 ? .string(audiences[0]) : .array(audiences.map(JSONValue.string))),
             ("exp", .int(iat + Int64(configuration.accessTokenLifetime))),
             ("iat", .int(iat)),

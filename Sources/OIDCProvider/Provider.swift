@@ -255,7 +255,7 @@ struct Discovery: Sendable {
                 "grant_types_supported",
                 strings(["authorization_code", "refresh_token"] + (tokenExchange ? [TokenType.grantType] : []))
             ),
-            ("subject_types_supported", strings(["public"])),
+            ("subject_types_supported", strings(["public", "pairwise"])),
             ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
             ("userinfo_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
             ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
@@ -266,6 +266,7 @@ struct Discovery: Sendable {
             ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
             ("code_challenge_methods_supported", strings(["S256", "plain"])),
             ("claims_supported", strings(IDToken.supportedClaims)),
+            ("acr_values_supported", strings([IDToken.authenticationContextClass])),
             ("claims_parameter_supported", .bool(true)),
             ("request_parameter_supported", .bool(false)),
             ("request_uri_parameter_supported", .bool(false)),

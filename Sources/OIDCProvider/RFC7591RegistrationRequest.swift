@@ -17,6 +17,8 @@ struct RFC7591RegistrationRequest: Decodable {
     var resources: [String]?
     var postLogoutRedirectURIs: [String]?
     var userInfoSignedResponseAlg: String?
+    var subjectType: String?
+    var sectorIdentifierURI: String?
 
     enum CodingKeys: String, CodingKey {
         case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
@@ -26,6 +28,7 @@ struct RFC7591RegistrationRequest: Decodable {
         case resources
         case postLogoutRedirectURIs = "post_logout_redirect_uris"
         case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
+        case subjectType = "subject_type", sectorIdentifierURI = "sector_identifier_uri"
     }
 }
 
@@ -61,6 +64,8 @@ extension ClientRegistry.Registration {
         resources = request.resources ?? []
         postLogoutRedirectURIs = request.postLogoutRedirectURIs ?? []
         userInfoSignedResponseAlg = request.userInfoSignedResponseAlg
+        subjectType = request.subjectType ?? "public"
+        sectorIdentifierURI = request.sectorIdentifierURI ?? ""
         dynamicallyRegistered = true
         if let bad = grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
             throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")

@@ -94,6 +94,7 @@ struct Runner {
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
+        await clients.setDocumentFetcher(ClientDocumentFetcher.fetch)
         if options.mode == .development {
             // --dev never serves beyond this machine: an application under test may use any host.
             await clients.setPlainHTTPRedirects(.anyHost)

@@ -34,6 +34,7 @@ final class StoreClientsBackend: ClientsBackend, @unchecked Sendable {
         let writer = StateWriter(store: store, logger: logger)
         do {
             let registry = try await ClientRegistry.load(from: writer)
+            await registry.setDocumentFetcher(ClientDocumentFetcher.fetch)
             return StoreClientsBackend(store: store, writer: writer, registry: registry, logger: logger)
         } catch let error as StateStoreError {
             throw ClientsFailure(error.message)
