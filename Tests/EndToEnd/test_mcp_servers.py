@@ -28,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import sys
 import threading
 import time
@@ -402,6 +403,39 @@ def test_revoked_opaque_token_is_refused(server, world):
                             data={"token": opaque, "client_id": world.opaque_client["client_id"]})
     assert revoked.status_code == 200, revoked.text
     assert_refused(initialize(server, f"Bearer {opaque}"), server)
+
+
+def restart_tsidp(world: World, processes, binary: Path, launcher: Optional[list] = None) -> None:
+    """Stops the world's tsidp and starts it again on the same port and state (so with the same
+    issuer and tokens), under ``launcher`` if given."""
+    old = world.tsidp
+    old.process.stop()
+    for _ in range(20):  # the port may linger for a moment after the old process exits
+        new = start_tsidp(processes, binary, old.state_dir.parent, old.identities, port=old.port, launcher=launcher)
+        if new.port == old.port:
+            world.tsidp = new
+            return
+        new.process.stop()
+        time.sleep(0.25)
+    pytest.fail(f"could not restart tsidp on port {old.port}")
+
+
+@pytest.mark.parametrize("server", [name for name in SERVERS if name != "python-jwt"], indirect=True)
+def test_expired_opaque_token_is_refused(server, world, processes, tsidp_binary):
+    """tsidp started again with its clock ten minutes ahead (libfaketime): the five-minute access
+    token has expired, and /introspect says so to the server. (The JWT-verifying server refuses
+    every opaque token: test above.)"""
+    assert server.introspects
+    faketime = shutil.which("faketime")
+    if faketime is None:
+        missing_tool("faketime is not installed (apt-get install faketime)")
+    opaque = sign_in(world, server.url, client=world.opaque_client)["access_token"]
+    assert_accepted(initialize(server, f"Bearer {opaque}"), server)
+    restart_tsidp(world, processes, tsidp_binary, ["env", "FAKETIME_DONT_FAKE_MONOTONIC=1", faketime, "-f", "+600s"])
+    try:
+        assert_refused(initialize(server, f"Bearer {opaque}"), server)
+    finally:
+        restart_tsidp(world, processes, tsidp_binary)
 
 
 def test_servers_never_log_tokens(world):
