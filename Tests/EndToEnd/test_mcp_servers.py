@@ -135,6 +135,7 @@ def world(tsidp_factory, processes, scratch_dirs) -> World:
     alice = json.loads(found["mcp-identities.json"])[0]
     assert alice["UserProfile"]["LoginName"] == ALICE["login"]
     alice["CapMap"]["tailscale.com/cap/tsidp"][0]["resources"] = [*urls.values(), other_resource]
+    alice["CapMap"]["tailscale.com/cap/tsidp"].append({"allow_admin_ui": True})  # for POST /keys/rotate
     tsidp = tsidp_factory(identities=[alice])
     admin = browser_session(ALICE["source"])
 
@@ -403,6 +404,27 @@ def test_revoked_opaque_token_is_refused(server, world):
                             data={"token": opaque, "client_id": world.opaque_client["client_id"]})
     assert revoked.status_code == 200, revoked.text
     assert_refused(initialize(server, f"Bearer {opaque}"), server)
+
+
+@pytest.mark.parametrize("server", [name for name in SERVERS if name != "python-introspection"], indirect=True)
+def test_jwt_verifier_fetches_keys_again_for_an_unknown_kid(server, world):
+    """Two rotations in a row: tokens are then signed with a key that was not yet published when
+    the server last fetched the JWKS, and the server fetches it again. (The Swift example fetches
+    at most every 10 seconds, so the new token may be refused for a moment: bounded retries.)"""
+    before = sign_in(world, server.url)["access_token"]
+    assert_accepted(initialize(server, f"Bearer {before}"), server)
+    known = {key["kid"] for key in requests.get(world.tsidp.url("/.well-known/jwks.json"), timeout=HTTP_TIMEOUT).json()["keys"]}
+    admin = browser_session(ALICE["source"])
+    for _ in range(2):
+        rotated = admin.post(world.tsidp.url("/keys/rotate"), headers={"Accept": "application/json"})
+        assert rotated.status_code == 200, rotated.text[:500]
+    after = sign_in(world, server.url)["access_token"]
+    assert jwt_part(after, 0)["kid"] not in known, "the token is signed with a key the server may know"
+    answers: list = []
+    wait_until(lambda: answers.append(initialize(server, f"Bearer {after}")) or answers[-1].status_code == 200,
+               STARTUP_TIMEOUT, interval=1.0)
+    assert_accepted(answers[-1], server)
+    assert_accepted(initialize(server, f"Bearer {before}"), server)  # the old key is still published
 
 
 def restart_tsidp(world: World, processes, binary: Path, launcher: Optional[list] = None) -> None:
