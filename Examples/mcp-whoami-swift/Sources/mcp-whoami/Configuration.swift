@@ -11,7 +11,8 @@ struct Configuration: Sendable {
     /// tokens that are not JWTs at `/introspect` (`MCP_CLIENT_ID`, `MCP_CLIENT_SECRET`; optional).
     let clientID: String?
     let clientSecret: String?
-    /// Where to listen: the host and port of `MCP_URL`.
+    /// Where to listen: `MCP_LISTEN` (`host:port`, e.g. `127.0.0.1:9000` behind `tailscale serve`),
+    /// else the host and port of `MCP_URL`.
     let host: String
     let port: Int
     /// The path of the MCP endpoint, e.g. `/mcp`.
@@ -28,8 +29,8 @@ struct Configuration: Sendable {
     static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment)
         throws -> Configuration
     {
-        guard let issuer = environment["TSIDP_ISSUER"], !issuer.isEmpty else {
-            throw ConfigurationError("TSIDP_ISSUER is not set (tsidp's issuer URL)")
+        guard let issuer = environment["TSIDP_ISSUER"], URL(string: issuer)?.host != nil else {
+            throw ConfigurationError("TSIDP_ISSUER is not set to a URL (tsidp's issuer)")
         }
         guard let mcpURL = environment["MCP_URL"], let url = URLComponents(string: mcpURL),
             let scheme = url.scheme, scheme == "http" || scheme == "https", let host = url.host, !host.isEmpty
@@ -37,13 +38,19 @@ struct Configuration: Sendable {
             throw ConfigurationError("MCP_URL is not set to an http(s) URL (this server's MCP endpoint)")
         }
         let authority = url.port.map { "\(host):\($0)" } ?? host
+        var listen = (host: host, port: url.port ?? (scheme == "https" ? 443 : 80))
+        if let address = environment["MCP_LISTEN"], !address.isEmpty {
+            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...])
+            else { throw ConfigurationError("MCP_LISTEN is not host:port") }
+            listen = (String(address[..<colon]), port)
+        }
         return Configuration(
             issuer: issuer,
             mcpURL: mcpURL,
             clientID: environment["MCP_CLIENT_ID"].flatMap { $0.isEmpty ? nil : $0 },
             clientSecret: environment["MCP_CLIENT_SECRET"].flatMap { $0.isEmpty ? nil : $0 },
-            host: host,
-            port: url.port ?? (scheme == "https" ? 443 : 80),
+            host: listen.host,
+            port: listen.port,
             mcpPath: url.path.isEmpty ? "/" : url.path,
             origin: "\(scheme)://\(authority)",
             authority: authority

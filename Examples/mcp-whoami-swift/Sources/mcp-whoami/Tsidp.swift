@@ -63,7 +63,7 @@ actor Tsidp {
 
     func introspect(_ token: String, clientID: String, clientSecret: String) async throws -> Introspection {
         guard let endpoint = try await discover().introspectionEndpoint else {
-            throw InvalidToken("tsidp has no introspection endpoint")
+            throw TsidpError("tsidp's metadata names no introspection endpoint")
         }
         var request = URLRequest(url: endpoint)
         request.httpMethod = "POST"
@@ -98,7 +98,7 @@ actor Tsidp {
         if let metadata { return metadata }
         let url = URL(string: issuer + "/.well-known/openid-configuration")!
         let fetched = try await get(Metadata.self, from: url)
-        guard fetched.issuer == issuer else { throw InvalidToken("tsidp's metadata names another issuer") }
+        guard fetched.issuer == issuer else { throw TsidpError("tsidp's metadata names another issuer") }
         metadata = fetched
         return fetched
     }
@@ -113,7 +113,7 @@ actor Tsidp {
         let (data, response) = try await URLSession.shared.data(for: request)
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard status == 200 else {
-            throw InvalidToken("tsidp answered \(status) at \(request.url?.path ?? "?")")
+            throw TsidpError("tsidp answered \(status) at \(request.url?.path ?? "?")")
         }
         return try JSONDecoder().decode(type, from: data)
     }
@@ -123,4 +123,10 @@ actor Tsidp {
         let allowed = CharacterSet(charactersIn: "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._*")
         return value.addingPercentEncoding(withAllowedCharacters: allowed) ?? value
     }
+}
+
+/// tsidp could not be asked: a configuration or network problem, not a bad token.
+struct TsidpError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }
