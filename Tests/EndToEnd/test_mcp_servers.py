@@ -175,9 +175,9 @@ def world(tsidp_factory, processes, scratch_dirs) -> World:
     for server in servers.values():
         if isinstance(server, McpServer):
             wait_for_metadata(server)
-    public = register({"client_name": "direct sign-ins", "redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"})
-    opaque = register({"client_name": "opaque tokens", "redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none",
-                       "access_token_format": "opaque"})
+    public_client = {"redirect_uris": [CALLBACK], "token_endpoint_auth_method": "none"}
+    public = register({**public_client, "client_name": "direct sign-ins"})
+    opaque = register({**public_client, "client_name": "opaque tokens", "access_token_format": "opaque"})
     return World(tsidp, work, servers, other_resource, public, opaque, [])
 
 
@@ -413,7 +413,8 @@ def test_jwt_verifier_fetches_keys_again_for_an_unknown_kid(server, world):
     at most every 10 seconds, so the new token may be refused for a moment: bounded retries.)"""
     before = sign_in(world, server.url)["access_token"]
     assert_accepted(initialize(server, f"Bearer {before}"), server)
-    known = {key["kid"] for key in requests.get(world.tsidp.url("/.well-known/jwks.json"), timeout=HTTP_TIMEOUT).json()["keys"]}
+    jwks = requests.get(world.tsidp.url("/.well-known/jwks.json"), timeout=HTTP_TIMEOUT).json()
+    known = {key["kid"] for key in jwks["keys"]}
     admin = browser_session(ALICE["source"])
     for _ in range(2):
         rotated = admin.post(world.tsidp.url("/keys/rotate"), headers={"Accept": "application/json"})
