@@ -41,6 +41,7 @@ import requests
 
 from conftest import (
     ALICE,
+    BOB,
     HTTP_TIMEOUT,
     REPO_ROOT,
     STARTUP_TIMEOUT,
@@ -51,6 +52,7 @@ from conftest import (
     missing_tool,
     start_tsidp,
     wait_until,
+    whois_document,
 )
 
 GUIDE = REPO_ROOT / "docs" / "guides" / "mcp.md"
@@ -136,7 +138,10 @@ def world(tsidp_factory, processes, scratch_dirs) -> World:
     assert alice["UserProfile"]["LoginName"] == ALICE["login"]
     alice["CapMap"]["tailscale.com/cap/tsidp"][0]["resources"] = [*urls.values(), other_resource]
     alice["CapMap"]["tailscale.com/cap/tsidp"].append({"allow_admin_ui": True})  # for POST /keys/rotate
-    tsidp = tsidp_factory(identities=[alice])
+    # Bob (127.0.0.2) may use the servers too, but not each other's sessions.
+    bob = whois_document(BOB)
+    bob["CapMap"] = {"tailscale.com/cap/tsidp": [{"users": ["*"], "resources": list(urls.values())}]}
+    tsidp = tsidp_factory(identities=[alice, bob])
     admin = browser_session(ALICE["source"])
 
     def register(metadata: dict) -> dict:
@@ -279,12 +284,13 @@ def fastmcp_whoami(url: str, browser: AliceBrowser, monkeypatch) -> dict:
 
 
 def sign_in(world: World, resource: str, client: Optional[dict] = None,
-            scope: str = "openid email offline_access") -> dict:
-    """Alice signs in with code + PKCE S256 + resource; returns tsidp's token response."""
+            scope: str = "openid email offline_access", person: dict = ALICE) -> dict:
+    """Alice (or ``person``) signs in with code + PKCE S256 + resource; returns tsidp's token
+    response."""
     client = client or world.public_client
     verifier = secrets.token_urlsafe(48)
     challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
-    browser = browser_session(ALICE["source"])
+    browser = browser_session(person["source"])
     tsidp = world.tsidp
     answer = browser.get(tsidp.url("/authorize"), allow_redirects=False, params={
         "response_type": "code", "client_id": client["client_id"], "redirect_uri": CALLBACK, "scope": scope,
@@ -302,12 +308,16 @@ def sign_in(world: World, resource: str, client: Optional[dict] = None,
     return body
 
 
-def initialize(server: McpServer, authorization: Optional[str]) -> requests.Response:
-    """An MCP initialize request, as the first request of any client."""
+def initialize(server: McpServer, authorization: Optional[str], message: dict = INITIALIZE,
+               session: Optional[str] = None) -> requests.Response:
+    """An MCP initialize request, as the first request of any client (or ``message`` in
+    ``session``)."""
     headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    with requests.post(server.url, json=INITIALIZE, headers=headers, timeout=HTTP_TIMEOUT, stream=True) as answer:
+    if session is not None:
+        headers.update({"Mcp-Session-Id": session, "Mcp-Protocol-Version": INITIALIZE["params"]["protocolVersion"]})
+    with requests.post(server.url, json=message, headers=headers, timeout=HTTP_TIMEOUT, stream=True) as answer:
         return answer
 
 
@@ -364,6 +374,20 @@ def test_token_for_this_server_is_accepted(server, world):
     tokens = sign_in(world, server.url)
     assert jwt_part(tokens["access_token"], 1)["aud"] == server.url
     assert_accepted(initialize(server, f"Bearer {tokens['access_token']}"), server)
+
+
+def test_session_belongs_to_the_user_who_opened_it(server, world):
+    """Bob's good token does not reach alice's session, even with its ID."""
+    alice = sign_in(world, server.url)["access_token"]
+    opened = initialize(server, f"Bearer {alice}")
+    assert_accepted(opened, server)
+    session = opened.headers["Mcp-Session-Id"]
+    ping = {"jsonrpc": "2.0", "id": 2, "method": "ping"}
+    assert initialize(server, f"Bearer {alice}", ping, session).status_code == 200
+    bob = sign_in(world, server.url, person=BOB)["access_token"]
+    assert_accepted(initialize(server, f"Bearer {bob}"), server)  # a session of his own is fine
+    answer = initialize(server, f"Bearer {bob}", ping, session)
+    assert answer.status_code in (403, 404), f"{server.name}: {answer.status_code} {answer.headers}"
 
 
 def test_token_for_another_resource_is_refused(server, world):
