@@ -1,3 +1,4 @@
+import AnyJSON
 import Foundation
 import StateStore
 
@@ -147,6 +148,12 @@ public actor ClientRegistry: StateWriteSource {
         /// `sector_identifier_uri`: a JSON array of redirect URIs, fetched when the client is
         /// registered, whose host becomes the client's sector.
         public var sectorIdentifierURI = ""
+        /// `jwks`: the client's public keys, for `private_key_jwt`.
+        public var jwks: JSONValue? = nil
+        /// `jwks_uri`: where the client publishes its public keys, for `private_key_jwt`.
+        public var jwksURI = ""
+        /// `token_endpoint_auth_signing_alg`.
+        public var tokenEndpointAuthSigningAlg: String? = nil
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
@@ -248,12 +255,15 @@ public actor ClientRegistry: StateWriteSource {
                 throw OAuthError(.invalidClientMetadata, "post_logout_redirect_uris: \(error.message)")
             }
         }
-        let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
+        let allowedMethods = [
+            "client_secret_basic", "client_secret_post", "none", "private_key_jwt", "client_secret_jwt",
+        ]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
             throw OAuthError(
                 .invalidClientMetadata,
                 "token_endpoint_auth_method must be one of \(allowedMethods.joined(separator: ", "))")
         }
+        try validateKeys(registration)
         let grantTypes = ["authorization_code", "refresh_token"]
         if let bad = registration.grantTypes.first(where: { !grantTypes.contains($0) }) {
             throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
@@ -279,6 +289,58 @@ public actor ClientRegistry: StateWriteSource {
         return algorithm
     }
 
+    /// The rules of `jwks`, `jwks_uri` and `token_endpoint_auth_signing_alg` (RFC 7591 §2, RFC 7523).
+    func validateKeys(_ registration: Registration) throws {
+        if registration.jwks != nil, !registration.jwksURI.isEmpty {
+            throw OAuthError(.invalidClientMetadata, "register jwks or jwks_uri, not both")
+        }
+        if let jwks = registration.jwks {
+            guard let encoded = try? JSONEncoder().encode(jwks), encoded.count <= 16_384 else {
+                throw OAuthError(.invalidClientMetadata, "jwks is larger than 16 KiB")
+            }
+            let keys = try ClientPublicKey.keys(fromJWKS: jwks)
+            guard keys.count <= 20 else { throw OAuthError(.invalidClientMetadata, "jwks holds more than 20 keys") }
+            if registration.tokenEndpointAuthMethod == "private_key_jwt", keys.isEmpty {
+                throw OAuthError(
+                    .invalidClientMetadata, "jwks holds no signing key tsidp can use (RSA, P-256 or Ed25519)")
+            }
+        }
+        if !registration.jwksURI.isEmpty {
+            guard registration.jwksURI.utf8.count <= ClientMetadataLimits.uriLength else {
+                throw OAuthError(.invalidClientMetadata, "jwks_uri is too long")
+            }
+            do {
+                try RedirectURI.validate(registration.jwksURI, plainHTTP: plainHTTPRedirects)
+            } catch let error as OAuthError {
+                throw OAuthError(.invalidClientMetadata, "jwks_uri: \(error.message)")
+            }
+        }
+        if registration.tokenEndpointAuthMethod == "private_key_jwt", registration.jwks == nil,
+            registration.jwksURI.isEmpty
+        {
+            throw OAuthError(.invalidClientMetadata, "private_key_jwt needs the client's public keys: jwks or jwks_uri")
+        }
+        if let alg = registration.tokenEndpointAuthSigningAlg {
+            let allowed: [String]
+            switch registration.tokenEndpointAuthMethod {
+            case "private_key_jwt": allowed = ClientAssertion.signatureAlgorithms
+            case "client_secret_jwt": allowed = ClientAssertion.macAlgorithms
+            default: allowed = ClientAssertion.signatureAlgorithms + ClientAssertion.macAlgorithms
+            }
+            guard allowed.contains(alg) else {
+                throw OAuthError(
+                    .invalidClientMetadata,
+                    "token_endpoint_auth_signing_alg must be one of \(allowed.joined(separator: ", ")) for \(registration.tokenEndpointAuthMethod)"
+                )
+            }
+        }
+    }
+
+    /// Whether clients registered with `method` get a secret.
+    static func issuesSecret(_ method: String) -> Bool {
+        method != "none" && method != "private_key_jwt"
+    }
+
     private func create(_ registration: Registration, registrationToken: String?) async throws -> (
         client: Client, secret: String?
     ) {
@@ -286,7 +348,7 @@ public actor ClientRegistry: StateWriteSource {
         let sector = try await sector(for: registration)
         try Self.checkRegistrationLimit(registration, in: clients)
         let id = RandomToken.hex(bytes: 16)
-        let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
+        let secret = Self.issuesSecret(registration.tokenEndpointAuthMethod) ? RandomToken.hex(bytes: 32) : nil
         var client = Client(
             clientID: id, secretHash: secret.map(Client.hashSecret), name: registration.name,
             redirectURIs: registration.redirectURIs, tokenEndpointAuthMethod: registration.tokenEndpointAuthMethod,
@@ -304,6 +366,10 @@ public actor ClientRegistry: StateWriteSource {
         client.subjectType = registration.subjectType
         client.sectorIdentifierURI = registration.sectorIdentifierURI
         client.sector = sector
+        client.jwks = registration.jwks
+        client.jwksURI = registration.jwksURI
+        client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
+        if registration.tokenEndpointAuthMethod == "client_secret_jwt" { client.macSecret = secret }
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -351,20 +417,32 @@ public actor ClientRegistry: StateWriteSource {
         let keptSector = sector
         var newSecret: String?
         var secretHash = existing.secretHash
-        if registration.tokenEndpointAuthMethod == "none" {
+        var macSecret = existing.macSecret
+        let method = registration.tokenEndpointAuthMethod
+        if !Self.issuesSecret(method) {
             secretHash = nil
-        } else if secretHash == nil {
+            macSecret = nil
+        } else if secretHash == nil || (method == "client_secret_jwt" && macSecret == nil) {
+            // A client that starts MACing with its secret needs one tsidp knows, not a digest.
             let secret = RandomToken.hex(bytes: 32)
             newSecret = secret
             secretHash = Client.hashSecret(secret)
+            macSecret = method == "client_secret_jwt" ? secret : nil
+        } else if method != "client_secret_jwt" {
+            macSecret = nil
         }
         let replacementHash = secretHash
+        let replacementMAC = macSecret
         let tokenHash = existing.registrationTokenHash
         try await apply { clients in
             guard var client = clients[id], client.registrationTokenHash == tokenHash else {
                 throw OAuthError(.notFound, "client not found")
             }
             client.secretHash = replacementHash
+            client.macSecret = replacementMAC
+            client.jwks = registration.jwks
+            client.jwksURI = registration.jwksURI
+            client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
             client.name = registration.name
             client.redirectURIs = registration.redirectURIs
             client.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod
@@ -431,7 +509,10 @@ public actor ClientRegistry: StateWriteSource {
         try await apply { clients in
             guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
             client.secretHash = hash
-            if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
+            if client.isPublic || client.tokenEndpointAuthMethod == "private_key_jwt" {
+                client.tokenEndpointAuthMethod = "client_secret_basic"
+            }
+            client.macSecret = client.tokenEndpointAuthMethod == "client_secret_jwt" ? secret : nil
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

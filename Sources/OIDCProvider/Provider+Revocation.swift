@@ -8,7 +8,7 @@ extension Provider {
     public func revoke(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            let client = try await authenticate(credentials)
+            let client = try await authenticate(credentials, endpoint: "/revoke")
             guard let token = try form.single("token") else {
                 throw OAuthError(.invalidRequest, "token is required")
             }
@@ -46,7 +46,7 @@ extension Provider {
     public func introspect(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            let client = try await authenticate(credentials)
+            let client = try await authenticate(credentials, endpoint: "/introspect")
             guard !client.isPublic else {
                 throw OAuthError(.invalidClient, "public clients cannot introspect tokens")
             }
