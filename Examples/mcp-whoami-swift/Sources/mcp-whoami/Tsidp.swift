@@ -43,20 +43,24 @@ actor Tsidp {
         self.issuer = issuer
     }
 
-    /// The keys, with the key `kid` among them. tsidp rotates its keys, so an unknown `kid` makes
-    /// this fetch the JWKS again, but at most every 10 seconds: tokens with made-up key IDs must
-    /// not turn into a stream of requests to tsidp.
+    /// The keys, with the key `kid` among them. They are kept for five minutes, then fetched again
+    /// so that a key tsidp retired is soon forgotten. tsidp rotates its keys, so an unknown `kid`
+    /// also makes this fetch the JWKS again, but at most every 10 seconds: tokens with made-up key
+    /// IDs must not turn into a stream of requests to tsidp.
     func keys(containing kid: String) async throws -> JWTKeyCollection {
-        if kids.contains(kid) { return keys }
-        if let keysFetched, ContinuousClock.now - keysFetched < .seconds(10) {
-            throw InvalidToken("signed with an unknown key")
+        let age = keysFetched.map { ContinuousClock.now - $0 }
+        if kids.contains(kid), let age, age < .seconds(300) { return keys }
+        if !kids.contains(kid), let age, age < .seconds(10) { throw InvalidToken("signed with an unknown key") }
+        do {
+            let jwks = try await get(JWKS.self, from: try await discover().jwksURI)
+            let fresh = JWTKeyCollection()
+            try await fresh.add(jwks: jwks)
+            keys = fresh
+            kids = Set(jwks.keys.compactMap { $0.keyIdentifier?.string })
+            keysFetched = .now
+        } catch  where kids.contains(kid) {
+            return keys  // tsidp is out of reach for now: the keys it published a moment ago still hold
         }
-        let jwks = try await get(JWKS.self, from: try await discover().jwksURI)
-        keysFetched = .now
-        let fresh = JWTKeyCollection()
-        try await fresh.add(jwks: jwks)
-        keys = fresh
-        kids = Set(jwks.keys.compactMap { $0.keyIdentifier?.string })
         guard kids.contains(kid) else { throw InvalidToken("signed with an unknown key") }
         return keys
     }
