@@ -247,3 +247,19 @@ def test_essential_acr_that_cannot_be_met(oidc_op):
     claims = json.dumps({"id_token": {"acr": {"essential": True, "values": ["urn:example:gold"]}}})
     params = oidc_op.authorization_params(client, claims=claims)
     oidc_op.expect_error(oidc_op.authorize(params), client.redirect_uri, "access_denied", params["state"])
+
+
+@pytest.mark.parametrize("alg", ["EdDSA", "ES256"])
+def test_idtoken_at_hash_follows_the_signing_algorithm(oidc_op, alg):
+    """A client registered for EdDSA (or ES256) ID tokens: the signature verifies with Python's
+    own implementation against the JWKS, and at_hash is the left half of SHA-512 (EdDSA with
+    Ed25519) or SHA-256 (ES256) of the access token, computed here with hashlib."""
+    client = oidc_op.dynamic_client(f"conformance-{alg.lower()}", id_token_signed_response_alg=alg)
+    params = oidc_op.authorization_params(client)
+    callback = oidc_op.expect_code(oidc_op.authorize(params), client.redirect_uri, params["state"])
+    token = oidc_op.check_token_response(oidc_op.redeem(client, callback["code"]))
+    header, claims = oidc_op.verify_id_token(
+        token["id_token"], client, nonce=params["nonce"], access_token=token["access_token"], alg=alg)
+    assert "at_hash" in claims, claims
+    expected_length = 43 if alg == "EdDSA" else 22
+    assert len(claims["at_hash"]) == expected_length, claims["at_hash"]
