@@ -609,7 +609,7 @@ extension Provider {
 }
 
 extension Provider {
-    /// RFC 9068 claims of a JWT access token.
+    /// RFC 9068 claims of a JWT access token, with the identity claims of its scopes.
     func accessTokenPayload(
         grant: AuthorizationGrant, issuedAt: Date, jti: String, actor: ActorClaim?, audience: [String]? = nil
     ) -> String {
@@ -627,6 +627,10 @@ extension Provider {
             ("auth_time", .int(Int64(grant.authTime.timeIntervalSince1970))),
         ]
         if let actor { members.append(("act", ActorClaim.json(actor))) }
+        // RFC 9068 §2.2.3.1: the identity claims the granted scopes release (as in the ID token),
+        // so that a resource server verifying offline knows who is calling without asking
+        // /userinfo.
+        members += identityClaims(grant, forUserInfo: false)
         return JSONText.object(members)
     }
 }
