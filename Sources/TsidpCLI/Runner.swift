@@ -211,7 +211,8 @@ struct Runner {
         services += Runner.commonServices(
             server: server, configuration: configuration, logger: logger, allRunning: allRunning)
         if let path = configuration.devIdentitiesPath {
-            services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
+            services.append(
+                IdentityReloadService(path: path, tailnet: tailnet, sharing: caller.sharing, logger: logger))
         }
         try await Self.run(Self.serviceGroup(services, logger: logger), thenFlush: store)
     }
@@ -312,6 +313,8 @@ struct Runner {
 struct IdentityReloadService: Service {
     let path: String
     let tailnet: SimulatedTailnet
+    /// Forgotten on every reload: the answers it holds describe the old identities.
+    let sharing: WhoIsSharing
     let logger: Logger
 
     func run() async throws {
@@ -321,6 +324,7 @@ struct IdentityReloadService: Service {
                 do {
                     let identities = try DevIdentities.load(path: path)
                     tailnet.setIdentities(identities)
+                    sharing.forgetAll()
                     logger.info("reloaded dev identities", metadata: ["count": "\(identities.count)"])
                 } catch {
                     logger.error(
