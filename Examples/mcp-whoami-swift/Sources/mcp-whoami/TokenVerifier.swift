@@ -20,14 +20,21 @@ struct InvalidToken: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// The claims of an RFC 9068 access token that this server reads.
+/// The claims of an RFC 9068 access token that this server reads. Like its ID tokens, tsidp's
+/// access tokens carry the identity claims of their scopes: `email` with `email`,
+/// `preferred_username` with `profile`.
 struct AccessTokenClaims: JWTPayload {
     let iss: IssuerClaim
     let sub: SubjectClaim
     let aud: AudienceClaim
     let exp: ExpirationClaim
     let email: String?
-    let username: String?
+    let preferredUsername: String?
+
+    enum CodingKeys: String, CodingKey {
+        case iss, sub, aud, exp, email
+        case preferredUsername = "preferred_username"
+    }
 
     /// Called by JWTKit once the signature is good.
     func verify(using algorithm: some JWTAlgorithm) async throws {
@@ -71,12 +78,8 @@ struct TokenVerifier: Sendable {
         guard claims.iss.value == configuration.issuer else { throw InvalidToken("issued by someone else") }
         guard claims.aud.value.contains(configuration.mcpURL) else { throw InvalidToken("meant for another resource") }
 
-        if let name = claims.email ?? claims.username {
-            return Caller(subject: claims.sub.value, name: name)
-        }
-        // tsidp's access tokens may name the user by `sub` only; its /userinfo knows the rest.
-        let name = await tsidp.userName(subject: claims.sub.value, token: token) ?? claims.sub.value
-        return Caller(subject: claims.sub.value, name: name)
+        let subject = claims.sub.value
+        return Caller(subject: subject, name: claims.email ?? claims.preferredUsername ?? subject)
     }
 
     private func introspect(_ token: String) async throws -> Caller {

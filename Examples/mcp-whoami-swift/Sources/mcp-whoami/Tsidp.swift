@@ -5,19 +5,17 @@ import JWTKit
     import FoundationNetworking
 #endif
 
-/// What this server asks tsidp: its metadata, its signing keys (cached), introspection and userinfo.
+/// What this server asks tsidp: its metadata, its signing keys (cached) and introspection.
 actor Tsidp {
     struct Metadata: Decodable {
         let issuer: String
         let jwksURI: URL
         let introspectionEndpoint: URL?
-        let userinfoEndpoint: URL?
 
         enum CodingKeys: String, CodingKey {
             case issuer
             case jwksURI = "jwks_uri"
             case introspectionEndpoint = "introspection_endpoint"
-            case userinfoEndpoint = "userinfo_endpoint"
         }
     }
 
@@ -37,7 +35,6 @@ actor Tsidp {
     private var keys = JWTKeyCollection()
     private var kids: Set<String> = []
     private var keysFetched: ContinuousClock.Instant?
-    private var names: [String: String] = [:]
 
     init(issuer: String) {
         self.issuer = issuer
@@ -76,25 +73,6 @@ actor Tsidp {
         request.setValue("Basic " + Data(credentials.utf8).base64EncodedString(), forHTTPHeaderField: "Authorization")
         request.httpBody = Data("token=\(formEncoded(token))".utf8)
         return try await send(request, decoding: Introspection.self)
-    }
-
-    /// The email or login name of `subject` from tsidp's /userinfo, asked with the caller's own
-    /// token once per user and remembered.
-    func userName(subject: String, token: String) async -> String? {
-        if let name = names[subject] { return name }
-        struct UserInfo: Decodable {
-            let sub: String
-            let email: String?
-            let username: String?
-        }
-        guard let endpoint = try? await discover().userinfoEndpoint else { return nil }
-        var request = URLRequest(url: endpoint)
-        request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization")
-        guard let info = try? await send(request, decoding: UserInfo.self), info.sub == subject,
-            let name = info.email ?? info.username
-        else { return nil }
-        names[subject] = name
-        return name
     }
 
     /// tsidp's metadata (RFC 8414 / OpenID discovery), fetched once.
