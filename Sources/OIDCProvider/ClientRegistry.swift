@@ -356,19 +356,9 @@ public actor ClientRegistry: StateWriteSource {
             clientURI: registration.clientURI, logoURI: registration.logoURI, contacts: registration.contacts,
             applicationType: registration.applicationType, dynamicallyRegistered: registration.dynamicallyRegistered,
             createdAt: Date())
-        client.idTokenSignedResponseAlg = algorithm
-        client.accessTokenFormat = registration.accessTokenFormat
-        client.resources = registration.resources
+        Self.applyMetadata(registration, to: &client, algorithm: algorithm, sector: sector)
         client.consentRequired = registration.consentRequired
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
-        client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
-        client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
-        client.subjectType = registration.subjectType
-        client.sectorIdentifierURI = registration.sectorIdentifierURI
-        client.sector = sector
-        client.jwks = registration.jwks
-        client.jwksURI = registration.jwksURI
-        client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
         if registration.tokenEndpointAuthMethod == "client_secret_jwt" { client.macSecret = secret }
         let created = client
         try await apply { clients in
@@ -440,9 +430,6 @@ public actor ClientRegistry: StateWriteSource {
             }
             client.secretHash = replacementHash
             client.macSecret = replacementMAC
-            client.jwks = registration.jwks
-            client.jwksURI = registration.jwksURI
-            client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
             client.name = registration.name
             client.redirectURIs = registration.redirectURIs
             client.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod
@@ -453,18 +440,29 @@ public actor ClientRegistry: StateWriteSource {
             client.logoURI = registration.logoURI
             client.contacts = registration.contacts
             client.applicationType = registration.applicationType
-            client.idTokenSignedResponseAlg = algorithm
-            client.accessTokenFormat = registration.accessTokenFormat
-            client.resources = registration.resources
-            client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
-            client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
-            client.subjectType = registration.subjectType
-            client.sectorIdentifierURI = registration.sectorIdentifierURI
-            client.sector = keptSector
+            Self.applyMetadata(registration, to: &client, algorithm: algorithm, sector: keptSector)
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
         return (updated, newSecret)
+    }
+
+    /// Sets the metadata a registration and an RFC 7592 replacement both carry, beyond what
+    /// ``Client/init`` takes.
+    private static func applyMetadata(
+        _ registration: Registration, to client: inout Client, algorithm: SigningAlgorithm, sector: String
+    ) {
+        client.idTokenSignedResponseAlg = algorithm
+        client.accessTokenFormat = registration.accessTokenFormat
+        client.resources = registration.resources
+        client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
+        client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
+        client.subjectType = registration.subjectType
+        client.sectorIdentifierURI = registration.sectorIdentifierURI
+        client.sector = sector
+        client.jwks = registration.jwks
+        client.jwksURI = registration.jwksURI
+        client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
     }
 
     private static func checkRegistrationLimit(_ registration: Registration, in clients: [String: Client]) throws {

@@ -19,10 +19,12 @@ struct ResourceServerHTTPTests {
         .object(["users": .array([.string("alice@example.com")]), "resources": .array([.string(resource)])]),
     ]
 
-    /// Signs in to `registered` for the resource and returns the token answer.
-    static func signIn(_ client: any TestClientProtocol, _ registered: (id: String, secret: String)) async throws
-        -> [String: Any]
-    {
+    /// Signs in to `registered` for `resource` (form-encoded; the MCP resource by default) and
+    /// returns the token answer.
+    static func signIn(
+        _ client: any TestClientProtocol, _ registered: (id: String, secret: String),
+        resource encodedResource: String = encodedResource
+    ) async throws -> [String: Any] {
         let query =
             "client_id=\(registered.id)&redirect_uri=\(redirect)&response_type=code&scope=openid&resource=\(encodedResource)"
         let authorize = try await client.execute(uri: "/authorize?\(query)", method: .get)
@@ -175,16 +177,8 @@ struct IntrospectionGrantHTTPTests {
             // Refresh tokens are never introspectable this way.
             #expect(try await Self.anonymousIntrospect(client, refresh).json["active"] as? Bool == false)
             // A token for another resource (the other one alice may ask for) is not this server's.
-            let query =
-                "client_id=\(registered.id)&redirect_uri=\(ResourceServerHTTPTests.redirect)&response_type=code&scope=openid&resource=\(Self.encodedOther)"
-            let authorize = try await client.execute(uri: "/authorize?\(query)", method: .get)
-            let location = try #require(authorize.headers[.location])
-            let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
-            let (headers, body) = form(
-                "grant_type=authorization_code&code=\(code)&redirect_uri=\(ResourceServerHTTPTests.redirect)"
-                    + "&client_id=\(registered.id)&client_secret=\(registered.secret)")
-            let other = try await client.execute(uri: "/token", method: .post, headers: headers, body: body)
-            let otherAccess = try #require(other.json["access_token"] as? String)
+            let other = try await ResourceServerHTTPTests.signIn(client, registered, resource: Self.encodedOther)
+            let otherAccess = try #require(other["access_token"] as? String)
             #expect(try await Self.anonymousIntrospect(client, otherAccess).json["active"] as? Bool == false)
             #expect(try await Self.anonymousIntrospect(client, "made-up").json["active"] as? Bool == false)
         }
