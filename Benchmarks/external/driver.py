@@ -271,6 +271,17 @@ http {{
                 time.sleep(0.05)
         raise RuntimeError("nginx did not start")
 
+    def cpu_seconds(self) -> float:
+        """CPU of the master and its worker together."""
+        assert self.process is not None
+        total = 0.0
+        pids = [str(self.process.pid)]
+        pids += Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        for pid in pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return total
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -291,7 +302,7 @@ class Load:
         self.counter = 0
 
     def run(self, script: str, url: str, seconds: float, connections: int, args: dict,
-            server: Optional[Server] = None, host: Optional[str] = None, threads: Optional[int] = None,
+            server=None, host: Optional[str] = None, threads: Optional[int] = None,
             until_finished: bool = False) -> dict:
         """One wrk run. With ``until_finished`` the script stops its threads itself (a count reached)
         and ``seconds`` is only a limit: wrk is interrupted once every thread has said so."""
@@ -452,7 +463,7 @@ class Benchmark:
             f"others {result['others_share'] * 100:.0f} %")
         return result
 
-    def get_window(self, name: str, url: str, host: Optional[str] = None, server: Optional[Server] = None) -> dict:
+    def get_window(self, name: str, url: str, host: Optional[str] = None, server=None) -> dict:
         o = self.options
         if o.warmup > 0:
             self.load.run("get.lua", url, o.warmup, o.concurrency, {}, host=host)
@@ -565,7 +576,7 @@ class Benchmark:
     def probe(self, server: Server) -> None:
         """A short redemption run to size the code pools."""
         self.token_estimate = 300.0
-        codes = mint_codes(server, self.load, 2000, "probe")
+        codes = mint_codes(server, self.load, self.options.probe_codes, "probe")
         path = self.scratch / "probe.txt"
         write_token_requests(codes, path)
         result = self.load.run("replay.lua", f"http://127.0.0.1:{server.port}", 2, self.options.concurrency,
@@ -683,7 +694,8 @@ class Benchmark:
                         raise RuntimeError(f"nginx does not serve the same bytes for {path}")
                     round_result[key] = self.get_window(key, url + path, host=server.host, server=server)
                     round_result[f"{key}_nginx"] = self.get_window(f"{key} (nginx)",
-                                                                   f"http://127.0.0.1:{nginx.port}{path}")
+                                                                   f"http://127.0.0.1:{nginx.port}{path}",
+                                                                   server=nginx)
                     round_result[f"{key}_bytes"] = len(documents[path])
             finally:
                 nginx.stop()
@@ -864,7 +876,7 @@ def render(options: argparse.Namespace, measured: dict, summary: dict, machine: 
 
 
 def parse_options(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="scripts/benchmark", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--binary", default=str(REPO / ".build-bench" / "release" / "tsidp"),
                         help="the tsidp binary")
@@ -878,6 +890,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fsync-seconds", type=float, default=5, help="seconds of the fsync-count window")
     parser.add_argument("--logins", type=int, default=100_000, help="live logins for the stored-logins row")
     parser.add_argument("--rss-logins", type=int, default=10_000, help="live logins for the RSS row")
+    parser.add_argument("--probe-codes", type=int, default=2000,
+                        help="codes for the first, unmeasured run that sizes the code pools")
     parser.add_argument("--openssl-seconds", type=int, default=5, help="seconds of openssl speed per round")
     parser.add_argument("--state-parent", default=None,
                         help="where the state directories go (a disk, not tmpfs; default benchmark-results/)")
