@@ -621,6 +621,8 @@ class Benchmark:
         round_result: dict = {"index": index, "load_average_1m": load_average(),
                               "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
         log(f"round {index + 1}/{o.rounds}: load average {round_result['load_average_1m']:.2f}")
+        # The stored-logins server idles between its windows; its CPU total shows whether it does.
+        round_result["stored_server_cpu_seconds_total"] = self.population["server"].cpu_seconds()
         round_result["openssl"] = self.openssl()
         server = self.new_server(f"round-{index}")
         server.start()
@@ -912,6 +914,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     options = parse_options(argv)
+    # SIGTERM (a timeout, say) unwinds like ^C, so every server and nginx started here is stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     for tool in ("wrk", "nginx", "openssl", "strace"):
         if not shutil.which(tool) and not (tool == "nginx" and Path("/usr/sbin/nginx").exists()):
             print(f"{tool} is not installed (Debian: apt-get install wrk nginx-light openssl strace)", file=sys.stderr)
