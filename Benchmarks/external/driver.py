@@ -431,7 +431,7 @@ class Benchmark:
         return server
 
     def codes_needed(self, seconds: float) -> int:
-        return int(self.token_estimate * seconds * 1.4) + 4 * self.options.tail_concurrency
+        return int(self.token_estimate * seconds * 1.8) + 4 * self.options.tail_concurrency
 
     def token_window(self, server: Server, tag: str, connections: int) -> dict:
         """Mints codes, then a warm-up and a measured window of code redemptions."""

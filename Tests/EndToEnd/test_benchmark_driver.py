@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ DRIVER = REPO_ROOT / "Benchmarks" / "external" / "driver.py"
 
 def test_quick_run_fills_every_row(tsidp_binary, tmp_path):
     for tool in ("wrk", "nginx", "openssl", "strace"):
-        if shutil.which(tool) is None and not (tool == "nginx" and shutil.os.path.exists("/usr/sbin/nginx")):
+        if shutil.which(tool) is None and not (tool == "nginx" and os.path.exists("/usr/sbin/nginx")):
             missing_tool(f"{tool} is not installed (Debian: apt-get install wrk nginx-light openssl strace)")
     report = tmp_path / "report.json"
     argv = [
