@@ -33,6 +33,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -293,6 +294,51 @@ http {{
 # ---------------------------------------------------------------------------
 
 
+class CompactionWatch:
+    """Counts grant-ledger compactions while it runs, from the outside: a compaction rewrites
+    bucket files (`tsidp-grants-NN.json`), journal entries are other files. It looks at the
+    bucket files' modification times four times a second (a few dozen stat calls, next to
+    nothing beside the load); rewrites seen in consecutive looks count as one compaction, since
+    writing 32 large files can take longer than a look."""
+
+    def __init__(self, state_dir: Path):
+        self.state_dir = state_dir
+        self.compactions = 0
+        self.buckets_rewritten = 0
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def snapshot(self) -> dict[str, int]:
+        times = {}
+        for index in range(32):
+            path = self.state_dir / f"tsidp-grants-{index:02d}.json"
+            try:
+                times[path.name] = path.stat().st_mtime_ns
+            except FileNotFoundError:
+                pass
+        return times
+
+    def watch(self) -> None:
+        previous = self.snapshot()
+        rewriting = False
+        while not self.stopping.wait(0.25):
+            current = self.snapshot()
+            changed = sum(1 for name, value in current.items() if previous.get(name) != value)
+            if changed and not rewriting:
+                self.compactions += 1
+            self.buckets_rewritten += changed
+            rewriting = changed > 0
+            previous = current
+
+    def __enter__(self) -> "CompactionWatch":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stopping.set()
+        self.thread.join()
+
+
 class Load:
     """Runs wrk and reads the JSON line its Lua done() prints."""
 
@@ -321,6 +367,9 @@ class Load:
         busy_before, total_before = busy_jiffies()
         children_before = os.times()
         began = time.monotonic()
+        watch = CompactionWatch(server.state_dir) if isinstance(server, Server) else None
+        if watch:
+            watch.__enter__()
         process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if until_finished:
             markers = [Path(f"{finished}.{i}") for i in range(threads)]
@@ -331,6 +380,8 @@ class Load:
             for marker in markers:
                 marker.unlink(missing_ok=True)
         stdout, stderr = process.communicate(timeout=duration + 300)
+        if watch:
+            watch.__exit__()
         completed = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
         elapsed = time.monotonic() - began
         children_after = os.times()
@@ -354,6 +405,9 @@ class Load:
         others = busy - (result["server_cpu_seconds"] + client_cpu) / cores
         result["others_share"] = max(0.0, others / wall) if wall > 0 else 0.0
         result["elapsed"] = elapsed
+        if watch:
+            result["compactions"] = watch.compactions
+            result["buckets_rewritten"] = watch.buckets_rewritten
         return result
 
 
@@ -460,7 +514,7 @@ class Benchmark:
             path.unlink(missing_ok=True)
         log(f"  {tag}: {result['ok_rate']:.0f}/s, p50 {result['latency_us']['p50'] / 1000:.1f} ms, "
             f"p99 {result['latency_us']['p99'] / 1000:.1f} ms, server CPU {result['cpu_us_per_op']:.0f} µs/op, "
-            f"others {result['others_share'] * 100:.0f} %")
+            f"{result['compactions']} compaction(s), others {result['others_share'] * 100:.0f} %")
         return result
 
     def get_window(self, name: str, url: str, host: Optional[str] = None, server=None) -> dict:
@@ -660,7 +714,8 @@ class Benchmark:
 
             refresh = self.refresh_window(server, o.duration, o.concurrency, o.warmup)
             round_result["refresh"] = refresh
-            log(f"  refresh: {refresh['ok_rate']:.0f}/s, server CPU {refresh['cpu_us_per_op']:.0f} µs/op")
+            log(f"  refresh: {refresh['ok_rate']:.0f}/s, server CPU {refresh['cpu_us_per_op']:.0f} µs/op, "
+                f"{refresh['compactions']} compaction(s)")
 
             round_result["fsync"] = self.fsync_window(index)
 
@@ -766,17 +821,24 @@ DETAILS: list[tuple[str, Callable[[dict], float], str]] = [
     ("  p50 ms", lambda r: r["token"]["latency_us"]["p50"] / 1000, "{:.1f}"),
     ("  p99 ms", lambda r: r["token"]["latency_us"]["p99"] / 1000, "{:.1f}"),
     ("  other processes' share of the cores", lambda r: r["token"]["others_share"] * 100, "{:.0f} %"),
+    ("  compactions in the window", lambda r: r["token"]["compactions"], "{:.0f}"),
     ("POST /token with stored logins /s", lambda r: r["token_stored"]["ok_rate"], "{:.0f}"),
     ("  server CPU µs per token", lambda r: r["token_stored"]["cpu_us_per_op"], "{:.0f}"),
+    ("  p50 ms", lambda r: r["token_stored"]["latency_us"]["p50"] / 1000, "{:.1f}"),
+    ("  p99 ms", lambda r: r["token_stored"]["latency_us"]["p99"] / 1000, "{:.1f}"),
+    ("  compactions in the window", lambda r: r["token_stored"]["compactions"], "{:.0f}"),
+    ("  other processes' share of the cores", lambda r: r["token_stored"]["others_share"] * 100, "{:.0f} %"),
     ("login flows /s", lambda r: r["login"]["ok_rate"], "{:.0f}"),
     ("  server CPU µs per flow", lambda r: r["login"]["cpu_us_per_op"], "{:.0f}"),
     ("POST /token at tail concurrency /s", lambda r: r["token_tail"]["ok_rate"], "{:.0f}"),
     ("  p50 ms", lambda r: r["token_tail"]["latency_us"]["p50"] / 1000, "{:.1f}"),
     ("  p99 ms", lambda r: r["token_tail"]["latency_us"]["p99"] / 1000, "{:.1f}"),
+    ("  compactions in the window", lambda r: r["token_tail"]["compactions"], "{:.0f}"),
     ("refresh /s", lambda r: r["refresh"]["ok_rate"], "{:.0f}"),
     ("  server CPU µs per refresh", lambda r: r["refresh"]["cpu_us_per_op"], "{:.0f}"),
     ("  p50 ms", lambda r: r["refresh"]["latency_us"]["p50"] / 1000, "{:.1f}"),
     ("  p99 ms", lambda r: r["refresh"]["latency_us"]["p99"] / 1000, "{:.1f}"),
+    ("  compactions in the window", lambda r: r["refresh"]["compactions"], "{:.0f}"),
     ("refresh /s under strace (fsync count)", lambda r: r["fsync"]["rate_under_strace"], "{:.0f}"),
     ("introspection /s", lambda r: r["introspect"]["rate"], "{:.0f}"),
     ("  server CPU µs per call", lambda r: r["introspect"]["server_cpu_seconds"] / r["introspect"]["requests"] * 1e6,
@@ -789,6 +851,7 @@ DETAILS: list[tuple[str, Callable[[dict], float], str]] = [
     ("JWKS /s (tsidp)", lambda r: r["jwks"]["rate"], "{:.0f}"),
     ("JWKS /s (nginx)", lambda r: r["jwks_nginx"]["rate"], "{:.0f}"),
     ("RSS after the round (MiB)", lambda r: r["rss_after_round_mib"], "{:.1f}"),
+    ("stored-logins server CPU s, total at round start", lambda r: r["stored_server_cpu_seconds_total"], "{:.1f}"),
 ]
 
 
