@@ -1001,10 +1001,13 @@ def main(argv: list[str]) -> int:
     summary = summarize(options, measured)
     text = render(options, measured, summary, machine)
     print(text)
-    results = REPO / "benchmark-results"
-    results.mkdir(exist_ok=True)
-    output = Path(options.output) if options.output else results / (
-        "external-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
+    if options.output:
+        output = Path(options.output)
+    else:
+        results = REPO / "benchmark-results"
+        results.mkdir(exist_ok=True)
+        output = results / (
+            "external-" + datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json")
     output.write_text(json.dumps({"machine": machine, "options": vars(options), "summary": summary,
                                   "measured": measured}, indent=2, default=str))
     log(f"JSON report: {output}")
