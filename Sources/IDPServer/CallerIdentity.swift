@@ -15,15 +15,19 @@ public struct CallerIdentity: Sendable {
     public let excludedNodeStableIDs: Set<String>
     /// Where each WhoIs call's duration and outcome is recorded.
     public var metrics: TsidpMetrics?
+    /// Concurrent WhoIs questions about one address share one LocalAPI request; refreshes may
+    /// reuse an answer up to ``WhoIsSharing/reuse`` old.
+    public let sharing: WhoIsSharing
 
     public init(
         localAPI: LocalAPIClient, capabilityName: String, excludedNodeStableIDs: Set<String> = [],
-        metrics: TsidpMetrics? = nil
+        metrics: TsidpMetrics? = nil, sharing: WhoIsSharing = WhoIsSharing()
     ) {
         self.localAPI = localAPI
         self.capabilityName = capabilityName
         self.excludedNodeStableIDs = excludedNodeStableIDs
         self.metrics = metrics
+        self.sharing = sharing
     }
 
     /// WhoIs for a request's caller (see ``CallerAddress``); a caller without an address is
@@ -38,14 +42,19 @@ public struct CallerIdentity: Sendable {
 
     /// WhoIs for `address`.
     ///
+    /// - Parameter allowReuse: an answer up to ``WhoIsSharing/reuse`` old will do (refreshes);
+    ///   otherwise only a request under way is shared.
     /// - Important: Fails closed: every LocalAPI error becomes an ``IdentityFailure``; there is no
     ///   fallback identity.
-    public func identify(address: String?) async throws(IdentityFailure) -> UserIdentity {
+    public func identify(address: String?, allowReuse: Bool = false) async throws(IdentityFailure) -> UserIdentity {
         guard let address else { throw .unknownDevice("the connection has no peer address") }
         let whois: WhoIsResponse
         let started = ContinuousClock.now
+        let localAPI = self.localAPI
         do {
-            whois = try await localAPI.whoIs(address: address)
+            whois = try await sharing.answer(for: address, allowReuse: allowReuse) {
+                try await localAPI.whoIs(address: address)
+            }
             metrics?.whoIs(.found, duration: ContinuousClock.now - started)
         } catch LocalAPIError.peerNotFound {
             metrics?.whoIs(.notFound, duration: ContinuousClock.now - started)
@@ -67,14 +76,15 @@ public struct CallerIdentity: Sendable {
     }
 
     /// Who owns the grant's device now: WhoIs on the node's first Tailscale address, as every
-    /// refresh asks.
+    /// refresh asks. An answer up to ``WhoIsSharing/reuse`` old (two seconds) will do, so a burst
+    /// of refreshes from one device costs one LocalAPI request.
     public func reidentify(_ identity: UserIdentity) async throws(IdentityFailure) -> UserIdentity {
         guard let prefix = identity.addresses.first,
             let address = prefix.split(separator: "/", maxSplits: 1).first.map(String.init), !address.isEmpty
         else {
             throw .unknownDevice("the grant's device has no Tailscale address")
         }
-        return try await identify(address: address)
+        return try await identify(address: address, allowReuse: true)
     }
 
     /// The provider's view of a WhoIs answer.

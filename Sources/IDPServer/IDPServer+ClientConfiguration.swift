@@ -46,7 +46,16 @@ extension IDPServer {
             ("response_types", .array(client.responseTypes.map(JSONValue.string))),
             ("application_type", .string(client.applicationType)),
             ("id_token_signed_response_alg", .string(client.idTokenSignedResponseAlg.rawValue)),
+            ("subject_type", .string(client.subjectType)),
         ]
+        if let jwks = client.jwks { members.append(("jwks", jwks)) }
+        if !client.jwksURI.isEmpty { members.append(("jwks_uri", .string(client.jwksURI))) }
+        if let alg = client.tokenEndpointAuthSigningAlg {
+            members.append(("token_endpoint_auth_signing_alg", .string(alg)))
+        }
+        if !client.sectorIdentifierURI.isEmpty {
+            members.append(("sector_identifier_uri", .string(client.sectorIdentifierURI)))
+        }
         if !client.accessTokenFormat.isEmpty {
             members.append(("access_token_format", .string(client.accessTokenFormat)))
         }

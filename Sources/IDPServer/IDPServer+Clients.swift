@@ -20,6 +20,7 @@ struct ClientView: Encodable {
     var resources: [String]
     var accessTokenFormat: String
     var postLogoutRedirectURIs: [String]?
+    var subjectType: String
 
     init(_ client: Client, secret: String? = nil) {
         clientID = client.clientID
@@ -35,6 +36,7 @@ struct ClientView: Encodable {
         resources = client.resources
         accessTokenFormat = client.accessTokenFormat
         postLogoutRedirectURIs = client.postLogoutRedirectURIs.isEmpty ? nil : client.postLogoutRedirectURIs
+        subjectType = client.subjectType
     }
 
     enum CodingKeys: String, CodingKey {
@@ -43,7 +45,7 @@ struct ClientView: Encodable {
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
         case consentRequired = "consent_required", resources, accessTokenFormat = "access_token_format"
-        case postLogoutRedirectURIs = "post_logout_redirect_uris"
+        case postLogoutRedirectURIs = "post_logout_redirect_uris", subjectType = "subject_type"
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -61,6 +63,7 @@ struct ClientView: Encodable {
         if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
         if !accessTokenFormat.isEmpty { try c.encode(accessTokenFormat, forKey: .accessTokenFormat) }
         try c.encodeIfPresent(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs)
+        if subjectType != "public" { try c.encode(subjectType, forKey: .subjectType) }
     }
 }
 
@@ -182,6 +185,8 @@ extension IDPServer {
                 try form.single("post_logout_redirect_uri") ?? "")
             registration.tokenEndpointAuthMethod =
                 try form.single("token_endpoint_auth_method") ?? "client_secret_basic"
+            registration.subjectType = try form.single("subject_type") ?? "public"
+            registration.sectorIdentifierURI = try form.single("sector_identifier_uri") ?? ""
             if let text = try form.single("consent_required") {
                 guard let value = Self.formBool(text) else {
                     throw OAuthError(.invalidRequest, "consent_required must be true or false")

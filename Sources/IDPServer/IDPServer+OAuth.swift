@@ -47,9 +47,18 @@ extension IDPServer {
         }
         router.on("/revoke", method: .options) { _, _ in Self.preflight(methods: "POST, OPTIONS") }
         router.post("/introspect") { request, context -> Response in
+            let funnel = Self.isFunnel(request)
             var request = request
             return try await formEndpoint(&request, context: context) { form, authorization in
-                await provider.introspect(form, authorization: authorization)
+                // A request without client credentials may come from a resource server the
+                // tailnet policy allows to introspect (`introspect` in its grant); over Funnel
+                // nobody is identified by the tailnet.
+                if !funnel, Self.presentsNoClient(form, authorization: authorization),
+                    let resources = await self.introspectableResources(context.callerAddress), !resources.isEmpty
+                {
+                    return await provider.introspect(form, grantedResources: resources)
+                }
+                return await provider.introspect(form, authorization: authorization)
             }
         }
         router.get("/token") { _, _ in Self.withCORS(Responses.methodNotAllowed("POST"), methods: "POST, OPTIONS") }
@@ -95,6 +104,23 @@ extension IDPServer {
     }
 
     /// Reads a form and answers with what `handle` returns, as JSON with `no-store`.
+    /// Whether a token-endpoint-style request carries no client authentication at all.
+    static func presentsNoClient(_ form: OAuthParameters, authorization: String?) -> Bool {
+        (authorization ?? "").isEmpty
+            && ["client_id", "client_secret", "client_assertion", "client_assertion_type"].allSatisfy {
+                form.all($0).isEmpty
+            }
+    }
+
+    /// The resources the device at `caller` may introspect tokens for by its grant; `nil` when the
+    /// caller is not identified or its grant does not parse.
+    func introspectableResources(_ caller: CallerAddress) async -> [String]? {
+        guard let person = try? await identity.identify(caller), let grants = try? provider.policy(for: person) else {
+            return nil
+        }
+        return grants.introspectableResources
+    }
+
     func formEndpoint(
         _ request: inout Request, context: IDPRequestContext,
         _ handle: (OAuthParameters, String?) async -> TokenResponse

@@ -14,6 +14,10 @@ public struct CapabilityRule: Sendable, Equatable {
     public var resources: [String] = []
     public var extraClaims: [String: JSONValue] = [:]
     public var includeInUserInfo = false
+    /// Resource URIs (or `*`) whose access tokens the devices in the grant's `src` may introspect
+    /// without client credentials (`introspect`, a tsidp extension): a resource server on the
+    /// tailnet is allowed by policy instead of by a registered client.
+    public var introspect: [String] = []
 
     public init() {}
 
@@ -29,6 +33,7 @@ public struct CapabilityRule: Sendable, Equatable {
             rule.includeInUserInfo = try bool(object, "includeInUserInfo", index)
             rule.users = try strings(object, "users", index)
             rule.resources = try strings(object, "resources", index)
+            rule.introspect = try strings(object, "introspect", index)
             if let claims = object["extraClaims"] {
                 guard let members = claims.objectValue else {
                     throw CapabilityError("grant value \(index + 1): extraClaims is not an object")
@@ -69,6 +74,12 @@ public struct Grants: Sendable, Equatable {
 
     public var allowAdminUI: Bool { rules.contains { $0.allowAdminUI } }
     public var allowDCR: Bool { rules.contains { $0.allowDCR } }
+    /// The resources whose tokens the caller may introspect by grant (`*` for any).
+    public var introspectableResources: [String] {
+        var seen: [String] = []
+        for resource in rules.flatMap(\.introspect) where !seen.contains(resource) { seen.append(resource) }
+        return seen
+    }
 
     /// Whether `loginName` may request `resource` (RFC 8707) under some rule.
     public func allows(resource: String, for loginName: String) -> Bool {

@@ -47,4 +47,18 @@ public struct ClaimsRequest: Sendable, Equatable, Codable {
         }
         return ClaimsRequest(idToken: try names("id_token"), userInfo: try names("userinfo"))
     }
+
+    /// The `acr` values a `claims` parameter requires of the ID token: those of an essential
+    /// `acr` request (`value` or `values`, OIDC Core §5.5.1.1), or `nil` when `acr` is not
+    /// essential or names no value. Call after ``parse(_:)`` accepted the text.
+    public static func essentialACRValues(_ text: String) -> [String]? {
+        guard case .object(let object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(text.utf8)),
+            case .object(let idToken)? = object["id_token"], case .object(let acr)? = idToken["acr"],
+            acr["essential"]?.boolValue == true
+        else { return nil }
+        var values: [String] = []
+        if case .string(let value)? = acr["value"] { values.append(value) }
+        for case .string(let value) in acr["values"]?.arrayValue ?? [] { values.append(value) }
+        return values.isEmpty ? nil : values
+    }
 }

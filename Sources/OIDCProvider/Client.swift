@@ -1,3 +1,4 @@
+import AnyJSON
 import Crypto
 import Foundation
 
@@ -46,6 +47,33 @@ public struct Client: Sendable, Equatable, Codable {
     /// The algorithm `/userinfo` signs this client's answers with (`userinfo_signed_response_alg`);
     /// `nil`: plain JSON.
     public var userInfoSignedResponseAlg: SigningAlgorithm? = nil
+    /// `public` (the default: `sub` is `userid:<n>` everywhere) or `pairwise` (OIDC Core §8: a
+    /// `sub` of its own per sector, so relying parties cannot correlate users).
+    public var subjectType = "public"
+    /// `sector_identifier_uri` (OIDC Registration §5), when the client registered one.
+    public var sectorIdentifierURI = ""
+    /// The host pairwise subjects are derived for: that of `sector_identifier_uri`, or of the
+    /// redirect URIs (all on one host). Kept as registered, so that changing redirect URIs
+    /// later does not change anyone's `sub`.
+    public var sector = ""
+
+    /// The client's public keys (`jwks`, a JSON Web Key Set) for `private_key_jwt`.
+    public var jwks: JSONValue? = nil
+    /// Where the client publishes its public keys (`jwks_uri`) for `private_key_jwt`.
+    public var jwksURI = ""
+    /// The one algorithm the client's assertions may use (`token_endpoint_auth_signing_alg`);
+    /// `nil`: any tsidp supports for its method.
+    public var tokenEndpointAuthSigningAlg: String? = nil
+    /// The secret itself, kept only for `client_secret_jwt`, whose assertions are MACs under it
+    /// (RFC 7523 needs the secret to check them; every other client's secret is kept as a digest).
+    /// Stored as the Go tsidp's plaintext `client_secret` member.
+    public var macSecret: String? = nil
+
+    /// Whether this client authenticates with a JWT assertion (RFC 7523) instead of a secret.
+    public var usesClientAssertion: Bool { ClientAssertion.methods.contains(tokenEndpointAuthMethod) }
+
+    /// Whether this client's users get pairwise subject identifiers.
+    public var usesPairwiseSubjects: Bool { subjectType == "pairwise" }
 
     /// Whether users see a consent page before their first sign-in: the operator did not vet this
     /// client (dynamic registration), or asked for it.
@@ -117,6 +145,8 @@ public struct Client: Sendable, Equatable, Codable {
         case resources
         case postLogoutRedirectURIs = "post_logout_redirect_uris"
         case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
+        case subjectType = "subject_type", sectorIdentifierURI = "sector_identifier_uri", sector
+        case jwks, jwksURI = "jwks_uri", tokenEndpointAuthSigningAlg = "token_endpoint_auth_signing_alg"
     }
 
     /// Whether the client registered RFC 9068 JWT access tokens for every request.
@@ -179,6 +209,14 @@ public struct Client: Sendable, Equatable, Codable {
             (try c.decodeIfPresent(String.self, forKey: .registrationTokenHash)).flatMap { $0.isEmpty ? nil : $0 }
         postLogoutRedirectURIs = try c.decodeIfPresent([String].self, forKey: .postLogoutRedirectURIs) ?? []
         userInfoSignedResponseAlg = try c.decodeIfPresent(SigningAlgorithm.self, forKey: .userInfoSignedResponseAlg)
+        subjectType =
+            (try c.decodeIfPresent(String.self, forKey: .subjectType)).flatMap { $0.isEmpty ? nil : $0 } ?? "public"
+        sectorIdentifierURI = try c.decodeIfPresent(String.self, forKey: .sectorIdentifierURI) ?? ""
+        sector = try c.decodeIfPresent(String.self, forKey: .sector) ?? ""
+        jwks = try c.decodeIfPresent(JSONValue.self, forKey: .jwks)
+        jwksURI = try c.decodeIfPresent(String.self, forKey: .jwksURI) ?? ""
+        tokenEndpointAuthSigningAlg = try c.decodeIfPresent(String.self, forKey: .tokenEndpointAuthSigningAlg)
+        if tokenEndpointAuthMethod == "client_secret_jwt", !plaintext.isEmpty { macSecret = plaintext }
         if let text = try c.decodeIfPresent(String.self, forKey: .createdAt), let date = RFC3339.parse(text) {
             createdAt = date
         } else {
@@ -189,7 +227,7 @@ public struct Client: Sendable, Equatable, Codable {
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(clientID, forKey: .clientID)
-        try c.encode("", forKey: .clientSecret)
+        try c.encode(macSecret ?? "", forKey: .clientSecret)
         if let secretHash { try c.encode(secretHash, forKey: .secretHash) }
         try c.encode(name, forKey: .clientName)
         try c.encode(redirectURIs, forKey: .redirectURIs)
@@ -214,6 +252,14 @@ public struct Client: Sendable, Equatable, Codable {
         if !postLogoutRedirectURIs.isEmpty { try c.encode(postLogoutRedirectURIs, forKey: .postLogoutRedirectURIs) }
         if let userInfoSignedResponseAlg {
             try c.encode(userInfoSignedResponseAlg, forKey: .userInfoSignedResponseAlg)
+        }
+        try c.encodeIfPresent(jwks, forKey: .jwks)
+        if !jwksURI.isEmpty { try c.encode(jwksURI, forKey: .jwksURI) }
+        try c.encodeIfPresent(tokenEndpointAuthSigningAlg, forKey: .tokenEndpointAuthSigningAlg)
+        if usesPairwiseSubjects {
+            try c.encode(subjectType, forKey: .subjectType)
+            try c.encode(sector, forKey: .sector)
+            if !sectorIdentifierURI.isEmpty { try c.encode(sectorIdentifierURI, forKey: .sectorIdentifierURI) }
         }
     }
 

@@ -53,6 +53,12 @@ public enum ClientMetadataLimits {
         guard registration.clientURI.utf8.count <= uriLength else {
             throw fail("client_uri", "is longer than \(uriLength) bytes")
         }
+        guard registration.sectorIdentifierURI.utf8.count <= uriLength else {
+            throw fail("sector_identifier_uri", "is longer than \(uriLength) bytes")
+        }
+        guard registration.subjectType.count <= tokenLength else {
+            throw fail("subject_type", "is longer than \(tokenLength) characters")
+        }
         guard registration.logoURI.utf8.count <= uriLength else {
             throw fail("logo_uri", "is longer than \(uriLength) bytes")
         }

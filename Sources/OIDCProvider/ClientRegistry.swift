@@ -1,3 +1,4 @@
+import AnyJSON
 import Foundation
 import StateStore
 
@@ -6,6 +7,10 @@ import StateStore
 ///
 /// Every change is written to the store before the call returns, so an HTTP answer that reports
 /// a new client or secret never precedes its durability.
+/// Fetches the document at a URL that client metadata names, with the limits of the caller's
+/// choosing; throws when it cannot.
+public typealias DocumentFetcher = @Sendable (_ url: String) async throws -> [UInt8]
+
 public actor ClientRegistry: StateWriteSource {
     /// The state key the Go tsidp uses for its client file.
     public static let stateKey = "oidc-funnel-clients.json"
@@ -138,11 +143,76 @@ public actor ClientRegistry: StateWriteSource {
         public var postLogoutRedirectURIs: [String] = []
         /// `userinfo_signed_response_alg`; `nil` for plain JSON answers.
         public var userInfoSignedResponseAlg: String? = nil
+        /// `public` or `pairwise` (see ``Client/subjectType``).
+        public var subjectType = "public"
+        /// `sector_identifier_uri`: a JSON array of redirect URIs, fetched when the client is
+        /// registered, whose host becomes the client's sector.
+        public var sectorIdentifierURI = ""
+        /// `jwks`: the client's public keys, for `private_key_jwt`.
+        public var jwks: JSONValue? = nil
+        /// `jwks_uri`: where the client publishes its public keys, for `private_key_jwt`.
+        public var jwksURI = ""
+        /// `token_endpoint_auth_signing_alg`.
+        public var tokenEndpointAuthSigningAlg: String? = nil
 
         public init(name: String, redirectURIs: [String]) {
             self.name = name
             self.redirectURIs = redirectURIs
         }
+    }
+
+    /// Fetches documents client metadata points at (`sector_identifier_uri`); `nil`: such
+    /// metadata is refused.
+    public private(set) var fetchDocument: DocumentFetcher?
+
+    /// Sets how documents named in client metadata are fetched.
+    public func setDocumentFetcher(_ fetcher: DocumentFetcher?) {
+        fetchDocument = fetcher
+    }
+
+    /// The sector pairwise subjects of `registration` are derived for (OIDC Core §8.1): the host
+    /// of its `sector_identifier_uri`, whose document must list every redirect URI (OIDC
+    /// Registration §5), or else the one host of its redirect URIs. Empty for public subjects.
+    func sector(for registration: Registration) async throws -> String {
+        guard ["public", "pairwise"].contains(registration.subjectType) else {
+            throw OAuthError(.invalidClientMetadata, "subject_type must be public or pairwise")
+        }
+        if registration.sectorIdentifierURI.isEmpty {
+            guard registration.subjectType == "pairwise" else { return "" }
+            let hosts = Set(registration.redirectURIs.compactMap { URLComponents(string: $0)?.host?.lowercased() })
+            guard hosts.count == 1, let host = hosts.first, !host.isEmpty else {
+                throw OAuthError(
+                    .invalidClientMetadata,
+                    "the redirect_uris of a pairwise client are on several hosts; register a sector_identifier_uri")
+            }
+            return host
+        }
+        let uri = registration.sectorIdentifierURI
+        do {
+            try RedirectURI.validate(uri, plainHTTP: plainHTTPRedirects)
+        } catch let error as OAuthError {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri: \(error.message)")
+        }
+        guard let host = URLComponents(string: uri)?.host?.lowercased(), !host.isEmpty else {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri has no host")
+        }
+        guard let fetchDocument else {
+            throw OAuthError(.invalidClientMetadata, "sector_identifier_uri cannot be fetched by this tsidp")
+        }
+        let listed: [String]
+        do {
+            let bytes = try await fetchDocument(uri)
+            listed = try JSONDecoder().decode([String].self, from: Data(bytes))
+        } catch {
+            throw OAuthError(
+                .invalidClientMetadata, "sector_identifier_uri could not be read as a JSON array of redirect URIs")
+        }
+        if let missing = registration.redirectURIs.first(where: { !listed.contains($0) }) {
+            throw OAuthError(
+                .invalidClientMetadata,
+                "the document at sector_identifier_uri does not list the redirect URI \(missing)")
+        }
+        return host
     }
 
     /// Where plain `http` redirect URIs may point, for every registration and change.
@@ -185,11 +255,23 @@ public actor ClientRegistry: StateWriteSource {
                 throw OAuthError(.invalidClientMetadata, "post_logout_redirect_uris: \(error.message)")
             }
         }
-        let allowedMethods = ["client_secret_basic", "client_secret_post", "none"]
+        let allowedMethods = [
+            "client_secret_basic", "client_secret_post", "none", "private_key_jwt", "client_secret_jwt",
+        ]
         guard allowedMethods.contains(registration.tokenEndpointAuthMethod) else {
             throw OAuthError(
                 .invalidClientMetadata,
                 "token_endpoint_auth_method must be one of \(allowedMethods.joined(separator: ", "))")
+        }
+        try validateKeys(registration)
+        let grantTypes = ["authorization_code", "refresh_token"]
+        if let bad = registration.grantTypes.first(where: { !grantTypes.contains($0) }) {
+            throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")
+        }
+        // OIDC Registration §2: response type code goes with the authorization_code grant.
+        if registration.responseTypes.contains("code"), !registration.grantTypes.contains("authorization_code") {
+            throw OAuthError(
+                .invalidClientMetadata, "grant_types must include authorization_code for response type code")
         }
         guard let algorithm = SigningAlgorithm(rawValue: registration.idTokenSignedResponseAlg) else {
             throw OAuthError(.invalidClientMetadata, "id_token_signed_response_alg must be RS256, ES256 or EdDSA")
@@ -207,13 +289,66 @@ public actor ClientRegistry: StateWriteSource {
         return algorithm
     }
 
+    /// The rules of `jwks`, `jwks_uri` and `token_endpoint_auth_signing_alg` (RFC 7591 §2, RFC 7523).
+    func validateKeys(_ registration: Registration) throws {
+        if registration.jwks != nil, !registration.jwksURI.isEmpty {
+            throw OAuthError(.invalidClientMetadata, "register jwks or jwks_uri, not both")
+        }
+        if let jwks = registration.jwks {
+            guard let encoded = try? JSONEncoder().encode(jwks), encoded.count <= 16_384 else {
+                throw OAuthError(.invalidClientMetadata, "jwks is larger than 16 KiB")
+            }
+            let keys = try ClientPublicKey.keys(fromJWKS: jwks)
+            guard keys.count <= 20 else { throw OAuthError(.invalidClientMetadata, "jwks holds more than 20 keys") }
+            if registration.tokenEndpointAuthMethod == "private_key_jwt", keys.isEmpty {
+                throw OAuthError(
+                    .invalidClientMetadata, "jwks holds no signing key tsidp can use (RSA, P-256 or Ed25519)")
+            }
+        }
+        if !registration.jwksURI.isEmpty {
+            guard registration.jwksURI.utf8.count <= ClientMetadataLimits.uriLength else {
+                throw OAuthError(.invalidClientMetadata, "jwks_uri is too long")
+            }
+            do {
+                try RedirectURI.validate(registration.jwksURI, plainHTTP: plainHTTPRedirects)
+            } catch let error as OAuthError {
+                throw OAuthError(.invalidClientMetadata, "jwks_uri: \(error.message)")
+            }
+        }
+        if registration.tokenEndpointAuthMethod == "private_key_jwt", registration.jwks == nil,
+            registration.jwksURI.isEmpty
+        {
+            throw OAuthError(.invalidClientMetadata, "private_key_jwt needs the client's public keys: jwks or jwks_uri")
+        }
+        if let alg = registration.tokenEndpointAuthSigningAlg {
+            let allowed: [String]
+            switch registration.tokenEndpointAuthMethod {
+            case "private_key_jwt": allowed = ClientAssertion.signatureAlgorithms
+            case "client_secret_jwt": allowed = ClientAssertion.macAlgorithms
+            default: allowed = ClientAssertion.signatureAlgorithms + ClientAssertion.macAlgorithms
+            }
+            guard allowed.contains(alg) else {
+                throw OAuthError(
+                    .invalidClientMetadata,
+                    "token_endpoint_auth_signing_alg must be one of \(allowed.joined(separator: ", ")) for \(registration.tokenEndpointAuthMethod)"
+                )
+            }
+        }
+    }
+
+    /// Whether clients registered with `method` get a secret.
+    static func issuesSecret(_ method: String) -> Bool {
+        method != "none" && method != "private_key_jwt"
+    }
+
     private func create(_ registration: Registration, registrationToken: String?) async throws -> (
         client: Client, secret: String?
     ) {
         let algorithm = try validate(registration)
+        let sector = try await sector(for: registration)
         try Self.checkRegistrationLimit(registration, in: clients)
         let id = RandomToken.hex(bytes: 16)
-        let secret = registration.tokenEndpointAuthMethod == "none" ? nil : RandomToken.hex(bytes: 32)
+        let secret = Self.issuesSecret(registration.tokenEndpointAuthMethod) ? RandomToken.hex(bytes: 32) : nil
         var client = Client(
             clientID: id, secretHash: secret.map(Client.hashSecret), name: registration.name,
             redirectURIs: registration.redirectURIs, tokenEndpointAuthMethod: registration.tokenEndpointAuthMethod,
@@ -228,6 +363,13 @@ public actor ClientRegistry: StateWriteSource {
         client.registrationTokenHash = registrationToken.map(Client.hashSecret)
         client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
         client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
+        client.subjectType = registration.subjectType
+        client.sectorIdentifierURI = registration.sectorIdentifierURI
+        client.sector = sector
+        client.jwks = registration.jwks
+        client.jwksURI = registration.jwksURI
+        client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
+        if registration.tokenEndpointAuthMethod == "client_secret_jwt" { client.macSecret = secret }
         let created = client
         try await apply { clients in
             try Self.checkRegistrationLimit(registration, in: clients)
@@ -264,22 +406,43 @@ public actor ClientRegistry: StateWriteSource {
             throw OAuthError(.invalidRequest, "client_secret does not match the client's current secret")
         }
         let algorithm = try validate(registration)
+        var sector = try await sector(for: registration)
+        if registration.subjectType == "pairwise", existing.usesPairwiseSubjects,
+            registration.sectorIdentifierURI == existing.sectorIdentifierURI
+        {
+            // The sector stays as first registered: a client that moves its redirect URIs keeps
+            // its users' subjects.
+            sector = existing.sector
+        }
+        let keptSector = sector
         var newSecret: String?
         var secretHash = existing.secretHash
-        if registration.tokenEndpointAuthMethod == "none" {
+        var macSecret = existing.macSecret
+        let method = registration.tokenEndpointAuthMethod
+        if !Self.issuesSecret(method) {
             secretHash = nil
-        } else if secretHash == nil {
+            macSecret = nil
+        } else if secretHash == nil || (method == "client_secret_jwt" && macSecret == nil) {
+            // A client that starts MACing with its secret needs one tsidp knows, not a digest.
             let secret = RandomToken.hex(bytes: 32)
             newSecret = secret
             secretHash = Client.hashSecret(secret)
+            macSecret = method == "client_secret_jwt" ? secret : nil
+        } else if method != "client_secret_jwt" {
+            macSecret = nil
         }
         let replacementHash = secretHash
+        let replacementMAC = macSecret
         let tokenHash = existing.registrationTokenHash
         try await apply { clients in
             guard var client = clients[id], client.registrationTokenHash == tokenHash else {
                 throw OAuthError(.notFound, "client not found")
             }
             client.secretHash = replacementHash
+            client.macSecret = replacementMAC
+            client.jwks = registration.jwks
+            client.jwksURI = registration.jwksURI
+            client.tokenEndpointAuthSigningAlg = registration.tokenEndpointAuthSigningAlg
             client.name = registration.name
             client.redirectURIs = registration.redirectURIs
             client.tokenEndpointAuthMethod = registration.tokenEndpointAuthMethod
@@ -295,6 +458,9 @@ public actor ClientRegistry: StateWriteSource {
             client.resources = registration.resources
             client.postLogoutRedirectURIs = registration.postLogoutRedirectURIs
             client.userInfoSignedResponseAlg = registration.userInfoSignedResponseAlg.flatMap(SigningAlgorithm.init)
+            client.subjectType = registration.subjectType
+            client.sectorIdentifierURI = registration.sectorIdentifierURI
+            client.sector = keptSector
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }
@@ -343,7 +509,10 @@ public actor ClientRegistry: StateWriteSource {
         try await apply { clients in
             guard var client = clients[id] else { throw OAuthError(.notFound, "client not found") }
             client.secretHash = hash
-            if client.isPublic { client.tokenEndpointAuthMethod = "client_secret_basic" }
+            if client.isPublic || client.tokenEndpointAuthMethod == "private_key_jwt" {
+                client.tokenEndpointAuthMethod = "client_secret_basic"
+            }
+            client.macSecret = client.tokenEndpointAuthMethod == "client_secret_jwt" ? secret : nil
             clients[id] = client
         }
         guard let updated = clients[id] else { throw OAuthError(.notFound, "client not found") }

@@ -7,12 +7,12 @@ public enum IDToken {
     /// Claims a grant's `extraClaims` may not set: they carry identity or protocol meaning.
     public static let protectedClaims: Set<String> = [
         "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "username", "email", "key", "addresses", "nid", "node",
-        "tailnet", "tags", "user", "uid", "nonce", "azp", "act", "auth_time", "at_hash", "amr",
+        "tailnet", "tags", "user", "uid", "nonce", "azp", "act", "auth_time", "at_hash", "amr", "acr",
     ]
 
     /// Claims listed in discovery.
     public static let supportedClaims = [
-        "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "auth_time", "nonce", "at_hash", "azp", "amr", "name",
+        "sub", "aud", "exp", "iat", "iss", "jti", "nbf", "auth_time", "nonce", "at_hash", "azp", "amr", "acr", "name",
         "email", "email_verified", "preferred_username", "picture", "groups", "username", "key", "addresses", "nid",
         "node", "tailnet", "uid",
     ]
@@ -21,6 +21,12 @@ public enum IDToken {
     /// identity (WireGuard node key, vouched for by the tailnet's control plane), not by a
     /// password or a second factor at tsidp.
     public static let authenticationMethods = ["tailscale"]
+
+    /// The `acr` value of every ID token (OIDC Core §2): the person was signed in because the
+    /// device they use is theirs on the tailnet. It says nothing about how they signed in to the
+    /// tailnet itself (that is the tailnet's identity provider's business); a relying party that
+    /// requires another class as essential is refused with `access_denied`.
+    public static let authenticationContextClass = "tailnet-device"
 
     /// The identity claims a scope releases (OIDC Core §5.4); `username` (the Go tsidp's claim)
     /// only in `/userinfo`.
@@ -47,7 +53,7 @@ public enum IDToken {
         }
     }
 
-    /// `userid:<n>`, the subject the Go tsidp uses.
+    /// `userid:<n>`, the subject the Go tsidp uses: the public subject identifier.
     public static func subject(_ identity: UserIdentity) -> String {
         "userid:\(identity.userID)"
     }
@@ -69,7 +75,7 @@ extension Provider {
         let iat = Int64(issuedAt.timeIntervalSince1970)
         var members: [(String, JSONValue)] = [
             ("iss", .string(configuration.issuer)),
-            ("sub", .string(IDToken.subject(identity))),
+            ("sub", .string(grant.subject)),
             ("aud", audience.count == 1 ? .string(audience[0]) : .array(audience.map(JSONValue.string))),
             ("exp", .int(iat + Int64(configuration.idTokenLifetime))),
             ("iat", .int(iat)),
@@ -81,6 +87,7 @@ extension Provider {
         members.append(("at_hash", .string(IDToken.accessTokenHash(accessToken, algorithm: algorithm))))
         if audience.count > 1 { members.append(("azp", .string(grant.clientID))) }
         members.append(("amr", .array(IDToken.authenticationMethods.map(JSONValue.string))))
+        members.append(("acr", .string(IDToken.authenticationContextClass)))
         members += [
             ("key", .string(identity.nodeKey)),
             ("addresses", .array(identity.addresses.map(JSONValue.string))),
@@ -101,7 +108,7 @@ extension Provider {
     /// The members of the `/userinfo` answer for `grant`, in a stable order.
     func userInfoMembers(_ grant: AuthorizationGrant) throws -> [(String, JSONValue)] {
         let identity = grant.identity
-        let members = [("sub", JSONValue.string(IDToken.subject(identity)))] + identityClaims(grant, forUserInfo: true)
+        let members = [("sub", JSONValue.string(grant.subject))] + identityClaims(grant, forUserInfo: true)
         return try withExtraClaims(members, identity: identity, forUserInfo: true)
     }
 

@@ -1,4 +1,5 @@
 import AnyJSON
+import Crypto
 import CryptoExtras
 import Foundation
 import StateStore
@@ -20,6 +21,10 @@ public final class KeyRing: StateWriteSource, Sendable {
     public static let stateKey = "oidc-key.json"
     /// The ring, with every key and its status.
     public static let ringKey = "tsidp-keys.json"
+    /// The secret pairwise subject identifiers are derived from (base64url of 32 random bytes),
+    /// made on first start and never changed: a new one would give every user of a pairwise
+    /// client a new `sub`.
+    public static let pairwiseKey = "tsidp-pairwise-secret"
 
     /// When keys rotate and how long retired keys stay published.
     public struct Policy: Sendable {
@@ -64,11 +69,23 @@ public final class KeyRing: StateWriteSource, Sendable {
     private let writer: StateWriter?
     public let policy: Policy
     public let name = "keys"
+    /// The pairwise subject secret (see ``pairwiseKey``).
+    let pairwiseSecret: SymmetricKey
 
-    init(entries: [Entry], writer: StateWriter?, policy: Policy) {
+    init(entries: [Entry], writer: StateWriter?, policy: Policy, pairwiseSecret: SymmetricKey) {
         self.state = Mutex(State(entries: entries, jwks: Self.jwks(for: entries)))
         self.writer = writer
         self.policy = policy
+        self.pairwiseSecret = pairwiseSecret
+    }
+
+    /// The pairwise subject identifier of `userID` at `sector` (OIDC Core §8.1): base64url of
+    /// HMAC-SHA256 under the installation's secret, so the same user gets the same `sub` from
+    /// every client of one sector and unrelated ones elsewhere, and nobody without the secret
+    /// can link them.
+    public func pairwiseSubject(userID: Int64, sector: String) -> String {
+        let input = Data("\(sector.lowercased())\u{0}\(userID)".utf8)
+        return Base64URL.encode(HMAC<SHA256>.authenticationCode(for: input, using: pairwiseSecret))
     }
 
     /// Loads the ring from the writer's store, importing a Go tsidp key or creating keys as
@@ -108,7 +125,21 @@ public final class KeyRing: StateWriteSource, Sendable {
                 changed = true
             }
         }
-        let ring = KeyRing(entries: entries, writer: writer, policy: policy)
+        let secret: SymmetricKey
+        if let data = try await read(pairwiseKey), !data.isEmpty {
+            guard let text = String(data: data, encoding: .utf8),
+                let bytes = Base64URL.decode(text.trimmingCharacters(in: .whitespacesAndNewlines)), bytes.count >= 32
+            else {
+                throw KeyFileError(
+                    "\(pairwiseKey) in \(store.description) is damaged; restore it from a backup (a new one gives every user of a pairwise client a new subject)"
+                )
+            }
+            secret = SymmetricKey(data: bytes)
+        } else {
+            secret = SymmetricKey(size: .bits256)
+            changed = true
+        }
+        let ring = KeyRing(entries: entries, writer: writer, policy: policy, pairwiseSecret: secret)
         let created = entries
         if changed {
             do {
@@ -208,7 +239,9 @@ public final class KeyRing: StateWriteSource, Sendable {
         let current = state.withLock { $0.entries }
         guard let next = changes.withLock({ $0.begin(from: current) }) else { return nil }
         do {
-            return StateBatch(entries: try Self.encode(next))
+            var entries = try Self.encode(next)
+            entries[Self.pairwiseKey] = Data(pairwiseSecret.withUnsafeBytes { Base64URL.encode(Array($0)) }.utf8)
+            return StateBatch(entries: entries)
         } catch {
             _ = changes.withLock { $0.finish(error: error) }
             return nil

@@ -129,6 +129,12 @@ extension Provider {
             guard responseType == "code" else {
                 return fail(OAuthError(.unsupportedResponseType, "only response_type=code is supported"))
             }
+            guard client.grantTypes.contains("authorization_code") else {
+                return fail(
+                    OAuthError(
+                        .unauthorizedClient,
+                        "this client is not registered for the authorization_code grant type (grant_types)"))
+            }
             var scopes = Scope.parse(try parameters.single("scope"))
             let allowed = Set(Scope.standard + client.customScopes)
             if let unknown = scopes.first(where: { !allowed.contains($0) }) {
@@ -171,6 +177,17 @@ extension Provider {
             let claimsRequest = try parameters.single("claims").map(ClaimsRequest.parse).flatMap {
                 $0.idToken.isEmpty && $0.userInfo.isEmpty ? nil : $0
             }
+            if let claimsText = try parameters.single("claims"),
+                let required = ClaimsRequest.essentialACRValues(claimsText),
+                !required.contains(IDToken.authenticationContextClass)
+            {
+                // OIDC Core §5.5.1.1: an essential acr that cannot be met fails the sign-in.
+                return fail(
+                    OAuthError(
+                        .accessDenied,
+                        "the essential acr cannot be met: tsidp signs people in by their tailnet device (acr \(IDToken.authenticationContextClass))"
+                    ))
+            }
             let hintSubject = try idTokenHintSubject(try parameters.single("id_token_hint"), clientID: clientID)
             var resources: [String] = []
             for resource in parameters.all("resource") {
@@ -201,7 +218,8 @@ extension Provider {
                 outcome = .unknownDevice
                 return fail(OAuthError(.accessDenied, "tagged devices have no user identity and cannot log in"))
             }
-            if let hintSubject, hintSubject != IDToken.subject(identity), prompts.contains("none") {
+            let subject = pairwiseSubject(for: identity, client: client)
+            if let hintSubject, hintSubject != subject ?? IDToken.subject(identity), prompts.contains("none") {
                 return fail(
                     OAuthError(.loginRequired, "the device belongs to a different user than id_token_hint names"))
             }
@@ -220,10 +238,11 @@ extension Provider {
                 }
             }
 
-            let grant = AuthorizationGrant(
+            var grant = AuthorizationGrant(
                 clientID: clientID, redirectURI: redirectURI, scopes: scopes, nonce: nonce, codeChallenge: challenge,
                 codeChallengeMethod: method, resources: resources, identity: identity, authTime: now(),
                 boundNodeID: legacyNodeID, claims: claimsRequest)
+            grant.pairwiseSubject = subject
             var parked = ConsentRequests.Parked(
                 csrfToken: "", grant: grant, forceNewAuthentication: prompts.contains("login"),
                 maxAge: maxAge, responseMode: responseMode, state: state,
@@ -256,6 +275,13 @@ extension Provider {
         } catch {
             return fail(OAuthError(.invalidRequest, "the request is malformed"))
         }
+    }
+
+    /// The pairwise subject of `identity` at `client` (OIDC Core §8.1), or `nil` when the client
+    /// uses public subjects.
+    func pairwiseSubject(for identity: UserIdentity, client: Client) -> String? {
+        guard client.usesPairwiseSubjects else { return nil }
+        return keys.pairwiseSubject(userID: identity.userID, sector: client.sector)
     }
 
     /// The `sub` of an `id_token_hint`, which must be an ID token this provider signed for

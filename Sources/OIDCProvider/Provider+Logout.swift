@@ -83,7 +83,7 @@ extension Provider {
                 } catch {
                     throw OAuthError(.accessDenied, "This device is not identified on the tailnet.", status: 403)
                 }
-                guard hint.subject == IDToken.subject(caller) else {
+                guard hint.subject == pairwiseSubject(for: caller, client: client) ?? IDToken.subject(caller) else {
                     throw OAuthError(
                         .accessDenied, "The id_token_hint names another user than the one signed in on this device.",
                         status: 403)

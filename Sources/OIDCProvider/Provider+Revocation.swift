@@ -8,7 +8,7 @@ extension Provider {
     public func revoke(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            let client = try await authenticate(credentials)
+            let client = try await authenticate(credentials, endpoint: "/revoke")
             guard let token = try form.single("token") else {
                 throw OAuthError(.invalidRequest, "token is required")
             }
@@ -46,47 +46,77 @@ extension Provider {
     public func introspect(_ form: OAuthParameters, authorization: String?) async -> TokenResponse {
         do {
             let credentials = try PresentedCredentials(authorization: authorization, form: form)
-            let client = try await authenticate(credentials)
+            let client = try await authenticate(credentials, endpoint: "/introspect")
             guard !client.isPublic else {
                 throw OAuthError(.invalidClient, "public clients cannot introspect tokens")
             }
             guard let token = try form.single("token") else {
                 throw OAuthError(.invalidRequest, "token is required")
             }
-            let inactive = TokenResponse(status: 200, body: Array("{\"active\":false}".utf8), wwwAuthenticate: nil)
-            let current = now()
-            let hash = GrantLedger.hash(token)
-            if let entry = ledger.read({ $0.access[hash] }) {
-                guard entry.expiresAt > current,
-                    entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
-                        || client.servesAny(of: entry.audience)
-                else { return inactive }
-                return TokenResponse(
-                    status: 200,
-                    body: Array(
-                        introspection(
-                            entry.grant, audience: entry.audience, issuedAt: entry.issuedAt, expiresAt: entry.expiresAt,
-                            jti: entry.jti, actor: entry.actor, tokenType: "Bearer"
-                        ).utf8),
-                    wwwAuthenticate: nil)
+            return introspection(of: token, refreshTokensOf: client.clientID) { entry in
+                entry.grant.clientID == client.clientID || entry.audience.contains(client.clientID)
+                    || client.servesAny(of: entry.audience)
             }
-            if let (_, family) = ledger.read({ $0.family(forTokenHash: hash) }), family.currentTokenHash == hash {
-                guard family.expiresAt > current, family.grant.clientID == client.clientID else { return inactive }
-                return TokenResponse(
-                    status: 200,
-                    body: Array(
-                        introspection(
-                            family.grant, audience: [family.grant.clientID], issuedAt: nil, expiresAt: family.expiresAt,
-                            jti: nil, actor: nil, tokenType: "refresh_token"
-                        ).utf8),
-                    wwwAuthenticate: nil)
-            }
-            return inactive
         } catch let error as OAuthError {
             return .failure(error)
         } catch {
             return .failure(OAuthError(.serverError, "the token could not be introspected"))
         }
+    }
+
+    /// RFC 7662 introspection for a tailnet device whose grant names `resources` under
+    /// `introspect` (a resource server allowed by policy rather than by a registered client): it
+    /// learns about live access tokens whose audience names one of them (any, for `*`), and
+    /// nothing else; refresh tokens never.
+    ///
+    /// - Parameter resources: the caller's ``Grants/introspectableResources``, not empty.
+    public func introspect(_ form: OAuthParameters, grantedResources resources: [String]) async -> TokenResponse {
+        do {
+            guard let token = try form.single("token") else {
+                throw OAuthError(.invalidRequest, "token is required")
+            }
+            let any = resources.contains("*")
+            return introspection(of: token, refreshTokensOf: nil) { entry in
+                any || entry.audience.contains(where: resources.contains)
+            }
+        } catch let error as OAuthError {
+            return .failure(error)
+        } catch {
+            return .failure(OAuthError(.serverError, "the token could not be introspected"))
+        }
+    }
+
+    /// The introspection answer about `token`: active when it is a live access token `mayInspect`
+    /// accepts, or the current refresh token of client `refreshOwner`.
+    private func introspection(
+        of token: String, refreshTokensOf refreshOwner: String?, mayInspect: (AccessTokenRecord) -> Bool
+    ) -> TokenResponse {
+        let inactive = TokenResponse(status: 200, body: Array("{\"active\":false}".utf8), wwwAuthenticate: nil)
+        let current = now()
+        let hash = GrantLedger.hash(token)
+        if let entry = ledger.read({ $0.access[hash] }) {
+            guard entry.expiresAt > current, mayInspect(entry) else { return inactive }
+            return TokenResponse(
+                status: 200,
+                body: Array(
+                    introspection(
+                        entry.grant, audience: entry.audience, issuedAt: entry.issuedAt, expiresAt: entry.expiresAt,
+                        jti: entry.jti, actor: entry.actor, tokenType: "Bearer"
+                    ).utf8),
+                wwwAuthenticate: nil)
+        }
+        if let (_, family) = ledger.read({ $0.family(forTokenHash: hash) }), family.currentTokenHash == hash {
+            guard family.expiresAt > current, family.grant.clientID == refreshOwner else { return inactive }
+            return TokenResponse(
+                status: 200,
+                body: Array(
+                    introspection(
+                        family.grant, audience: [family.grant.clientID], issuedAt: nil, expiresAt: family.expiresAt,
+                        jti: nil, actor: nil, tokenType: "refresh_token"
+                    ).utf8),
+                wwwAuthenticate: nil)
+        }
+        return inactive
     }
 
     private func introspection(
@@ -99,7 +129,7 @@ extension Provider {
             ("client_id", .string(grant.clientID)),
             ("token_type", .string(tokenType)),
             ("scope", .string(grant.scopes.joined(separator: " "))),
-            ("sub", .string(IDToken.subject(grant.identity))),
+            ("sub", .string(grant.subject)),
             ("username", .string(grant.identity.loginName)),
             ("iss", .string(configuration.issuer)),
             ("aud", audience.count == 1 ? .string(audience[0]) : .array(audience.map(JSONValue.string))),

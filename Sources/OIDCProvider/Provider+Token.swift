@@ -32,12 +32,38 @@ public struct TokenResponse: Sendable {
 struct PresentedCredentials {
     var clientID: String?
     var secret: String?
+    /// A JWT client assertion (RFC 7523 §2.2), not yet verified.
+    var assertion: ClientAssertion.Parsed?
 
-    /// Reads `client_secret_basic` from the Authorization header or `client_secret_post` /
-    /// public `client_id` from the form (RFC 6749 §2.3.1). Using both methods is an error.
+    /// Reads `client_secret_basic` from the Authorization header, `client_secret_post` /
+    /// public `client_id` from the form (RFC 6749 §2.3.1), or a JWT client assertion
+    /// (`private_key_jwt`, `client_secret_jwt`, RFC 7523). Using two methods is an error.
     init(authorization: String?, form: OAuthParameters) throws {
         let formID = try form.single("client_id")
         let formSecret = try form.single("client_secret")
+        let assertionType = try form.single("client_assertion_type")
+        let assertionText = try form.single("client_assertion")
+        if assertionType != nil || assertionText != nil {
+            guard assertionType == ClientAssertion.type else {
+                throw OAuthError(
+                    .invalidClient, "client_assertion_type must be \(ClientAssertion.type) with a client_assertion")
+            }
+            guard let assertionText else { throw OAuthError(.invalidClient, "client_assertion is required") }
+            if formSecret != nil || !(authorization ?? "").isEmpty {
+                throw OAuthError(.invalidRequest, "use one client authentication method, not both")
+            }
+            let parsed = try ClientAssertion.parse(assertionText)
+            guard let claimed = parsed.claimedClient else {
+                throw OAuthError(.invalidClient, "client_assertion: sub (the client ID) is required")
+            }
+            if let formID, formID != claimed {
+                throw OAuthError(.invalidClient, "client_id differs from the client_assertion's sub")
+            }
+            self.clientID = claimed
+            self.secret = nil
+            self.assertion = parsed
+            return
+        }
         if let authorization, !authorization.isEmpty {
             let parts = authorization.split(separator: " ", maxSplits: 1)
             guard parts.count == 2, parts[0].lowercased() == "basic" else {
@@ -103,6 +129,7 @@ extension Provider {
                     return try await redeemCode(form, client: client)
                 }
                 let client = try await authenticate(credentials)
+                try Self.requireGrantType("authorization_code", of: client)
                 return try await redeemCode(form, client: client)
             case "refresh_token":
                 if configuration.allowInsecureRegistration, let token = try form.single("refresh_token"),
@@ -114,6 +141,7 @@ extension Provider {
                     return try await refresh(form, client: client)
                 }
                 let client = try await authenticate(credentials)
+                try Self.requireGrantType("refresh_token", of: client)
                 return try await refresh(form, client: client)
             case TokenType.grantType:
                 guard configuration.enableTokenExchange else {
@@ -132,6 +160,15 @@ extension Provider {
         }
     }
 
+    /// Refuses a grant type the client did not register (`grant_types`, RFC 7591 §2) with
+    /// `unauthorized_client` (RFC 6749 §5.2).
+    static func requireGrantType(_ grantType: String, of client: Client) throws {
+        guard client.grantTypes.contains(grantType) else {
+            throw OAuthError(
+                .unauthorizedClient, "this client is not registered for the \(grantType) grant type (grant_types)")
+        }
+    }
+
     /// Legacy flow: the relying party is whoever runs on the node the grant is bound to.
     func legacyClient(
         _ grant: AuthorizationGrant, node: Int64, credentials: PresentedCredentials,
@@ -146,12 +183,23 @@ extension Provider {
         return Client.legacy(clientID: grant.clientID, redirectURI: grant.redirectURI, nodeID: node)
     }
 
-    func authenticate(_ credentials: PresentedCredentials) async throws -> Client {
+    /// The client `credentials` authenticate, at the endpoint `endpoint` (the path, for the
+    /// audiences a client assertion may name).
+    func authenticate(_ credentials: PresentedCredentials, endpoint: String = "/token") async throws -> Client {
         guard let id = credentials.clientID else {
             throw OAuthError(.invalidClient, "client authentication is required")
         }
         guard let client = await clients.client(id) else {
             throw OAuthError(.invalidClient, "client authentication failed")
+        }
+        if let assertion = credentials.assertion {
+            try await verifyAssertion(assertion, client: client, endpoint: endpoint)
+            return client
+        }
+        if client.usesClientAssertion {
+            throw OAuthError(
+                .invalidClient,
+                "this client authenticates with a client assertion (\(client.tokenEndpointAuthMethod), RFC 7523)")
         }
         if client.isPublic {
             guard credentials.secret == nil else {
@@ -166,6 +214,78 @@ extension Provider {
             throw OAuthError(.invalidClient, "client authentication failed")
         }
         return client
+    }
+
+    /// Verifies a client assertion of `client` (RFC 7523 §3): the method the client registered,
+    /// a signature by one of its keys (or a MAC under its secret), the claims, and a `jti` not
+    /// seen before.
+    ///
+    /// - Important: Never logs or echoes the assertion.
+    func verifyAssertion(_ assertion: ClientAssertion.Parsed, client: Client, endpoint: String) async throws {
+        let failed = OAuthError(.invalidClient, "client authentication failed")
+        guard client.usesClientAssertion else {
+            throw OAuthError(.invalidClient, "this client is not registered for client assertions (RFC 7523)")
+        }
+        if let only = client.tokenEndpointAuthSigningAlg, assertion.algorithm != only {
+            throw OAuthError(.invalidClient, "client_assertion must be signed with \(only)")
+        }
+        switch client.tokenEndpointAuthMethod {
+        case "client_secret_jwt":
+            guard ClientAssertion.macAlgorithms.contains(assertion.algorithm), let secret = client.macSecret,
+                ClientAssertion.macMatches(assertion, secret: secret)
+            else { throw failed }
+        default:
+            guard ClientAssertion.signatureAlgorithms.contains(assertion.algorithm) else {
+                throw OAuthError(
+                    .invalidClient,
+                    "client_assertion alg must be one of \(ClientAssertion.signatureAlgorithms.joined(separator: ", "))"
+                )
+            }
+            guard
+                try await clientKeys(client, keyID: assertion.keyID).contains(where: { key in
+                    (assertion.keyID == nil || key.keyID == nil || key.keyID == assertion.keyID)
+                        && key.verifies(assertion)
+                })
+            else { throw failed }
+        }
+        let issuer = configuration.issuer
+        let audiences: Set<String> = [issuer, issuer + "/", issuer + "/token", issuer + endpoint]
+        let current = now()
+        let (jti, expiresAt) = try ClientAssertion.checkClaims(
+            assertion, clientID: client.clientID, audiences: audiences, now: current)
+        guard assertionReplays.record(clientID: client.clientID, jti: jti, expiresAt: expiresAt, now: current) else {
+            logger.warning("client assertion replayed", metadata: ["client_id": "\(client.clientID)"])
+            throw OAuthError(.invalidClient, "client_assertion was already used (jti)")
+        }
+    }
+
+    /// The public keys `client` registered: its `jwks`, or its `jwks_uri`'s set, fetched when not
+    /// cached, stale, or (at most every few seconds) lacking the key `keyID` names.
+    func clientKeys(_ client: Client, keyID: String?) async throws -> [ClientPublicKey] {
+        if let jwks = client.jwks { return (try? ClientPublicKey.keys(fromJWKS: jwks)) ?? [] }
+        let uri = client.jwksURI
+        guard !uri.isEmpty else { return [] }
+        let current = now()
+        if let cached = clientKeySets.cached(uri, now: current) {
+            let knowsKey = keyID.map { id in cached.keys.contains { $0.keyID == id } } ?? true
+            if cached.fresh && (knowsKey || !cached.mayRefetch) { return cached.keys }
+        }
+        guard let fetch = await clients.fetchDocument else {
+            throw OAuthError(.invalidClient, "the client's jwks_uri cannot be fetched by this tsidp")
+        }
+        let keys: [ClientPublicKey]
+        do {
+            let bytes = try await fetch(uri)
+            keys = try ClientPublicKey.keys(fromJWKS: try JSONDecoder().decode(JSONValue.self, from: Data(bytes)))
+        } catch {
+            logger.warning(
+                "the key set at a client's jwks_uri could not be read",
+                metadata: ["client_id": "\(client.clientID)", "jwks_uri": "\(uri)"])
+            if let stale = clientKeySets.cached(uri, now: current) { return stale.keys }
+            throw OAuthError(.invalidClient, "the client's jwks_uri could not be read")
+        }
+        clientKeySets.store(keys, for: uri, now: current)
+        return keys
     }
 
     /// What a code redemption found, decided in one critical section.
@@ -342,6 +462,7 @@ extension Provider {
                     throw OAuthError(.invalidGrant, "the device no longer belongs to the user who signed in")
                 }
                 grant.identity = fresh
+                grant.pairwiseSubject = pairwiseSubject(for: fresh, client: client)
             } catch let error as OAuthError {
                 throw error
             } catch IdentityFailure.unknownDevice {
@@ -473,8 +594,10 @@ extension Provider {
             ("access_token", .string(accessToken)),
             ("token_type", .string("Bearer")),
             ("expires_in", .int(Int64(configuration.accessTokenLifetime))),
-            ("refresh_token", .string(refresh)),
         ]
+        // A client registered without the refresh_token grant gets no refresh token; the login
+        // is still recorded (so that it can be listed and ended), under a token nobody holds.
+        if client.grantTypes.contains("refresh_token") { members.append(("refresh_token", .string(refresh))) }
         if let idToken { members.append(("id_token", .string(idToken))) }
         members.append(("scope", .string(grant.scopes.joined(separator: " "))))
         return MintedTokens(
@@ -486,7 +609,7 @@ extension Provider {
 }
 
 extension Provider {
-    /// RFC 9068 claims of a JWT access token.
+    /// RFC 9068 claims of a JWT access token, with the identity claims of its scopes.
     func accessTokenPayload(
         grant: AuthorizationGrant, issuedAt: Date, jti: String, actor: ActorClaim?, audience: [String]? = nil
     ) -> String {
@@ -494,7 +617,7 @@ extension Provider {
         let audiences = audience ?? (grant.resources.isEmpty ? [grant.clientID] : grant.resources)
         var members: [(String, JSONValue)] = [
             ("iss", .string(configuration.issuer)),
-            ("sub", .string(IDToken.subject(grant.identity))),
+            ("sub", .string(grant.subject)),
             ("aud", audiences.count == 1 ? .string(audiences[0]) : .array(audiences.map(JSONValue.string))),
             ("exp", .int(iat + Int64(configuration.accessTokenLifetime))),
             ("iat", .int(iat)),
@@ -504,6 +627,10 @@ extension Provider {
             ("auth_time", .int(Int64(grant.authTime.timeIntervalSince1970))),
         ]
         if let actor { members.append(("act", ActorClaim.json(actor))) }
+        // RFC 9068 §2.2.3.1: the identity claims the granted scopes release (as in the ID token),
+        // so that a resource server verifying offline knows who is calling without asking
+        // /userinfo.
+        members += identityClaims(grant, forUserInfo: false)
         return JSONText.object(members)
     }
 }

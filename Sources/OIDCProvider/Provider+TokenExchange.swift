@@ -72,7 +72,7 @@ extension Provider {
                     .invalidRequest, "the actor chain is longer than \(ActorClaim.maximumDepth) delegations")
             }
             actor = ActorClaim(
-                sub: IDToken.subject(entry.grant.identity), clientID: entry.grant.clientID,
+                sub: entry.grant.subject, clientID: entry.grant.clientID,
                 act: entry.actor.map(ActorClaim.Box.init))
         } else if try form.single("actor_token_type") != nil {
             throw OAuthError(.invalidRequest, "actor_token_type without actor_token")

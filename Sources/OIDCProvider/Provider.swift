@@ -71,6 +71,8 @@ public final class Provider: Sendable {
     let sessions = SessionTracker()
     let consentRequests = ConsentRequests()
     let malformedGrants = MalformedGrantLog()
+    let assertionReplays = AssertionReplayCache()
+    let clientKeySets = ClientKeySetCache()
     let now: @Sendable () -> Date
     let logger: Logger
     let discovery: Discovery
@@ -247,6 +249,8 @@ struct Discovery: Sendable {
         ]
         if registration { members.append(("registration_endpoint", .string(issuer + "/register"))) }
         let strings: ([String]) -> JSONValue = { .array($0.map(JSONValue.string)) }
+        let authMethods = ["client_secret_basic", "client_secret_post", "client_secret_jwt", "private_key_jwt"]
+        let assertionAlgorithms = ClientAssertion.signatureAlgorithms + ClientAssertion.macAlgorithms
         members += [
             ("scopes_supported", strings(Scope.standard)),
             ("response_types_supported", strings(["code"])),
@@ -255,17 +259,18 @@ struct Discovery: Sendable {
                 "grant_types_supported",
                 strings(["authorization_code", "refresh_token"] + (tokenExchange ? [TokenType.grantType] : []))
             ),
-            ("subject_types_supported", strings(["public"])),
+            ("subject_types_supported", strings(["public", "pairwise"])),
             ("id_token_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
             ("userinfo_signing_alg_values_supported", strings(SigningAlgorithm.allCases.map(\.rawValue))),
-            ("token_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post", "none"])),
-            (
-                "revocation_endpoint_auth_methods_supported",
-                strings(["client_secret_basic", "client_secret_post", "none"])
-            ),
-            ("introspection_endpoint_auth_methods_supported", strings(["client_secret_basic", "client_secret_post"])),
+            ("token_endpoint_auth_methods_supported", strings(authMethods + ["none"])),
+            ("token_endpoint_auth_signing_alg_values_supported", strings(assertionAlgorithms)),
+            ("revocation_endpoint_auth_methods_supported", strings(authMethods + ["none"])),
+            ("revocation_endpoint_auth_signing_alg_values_supported", strings(assertionAlgorithms)),
+            ("introspection_endpoint_auth_methods_supported", strings(authMethods)),
+            ("introspection_endpoint_auth_signing_alg_values_supported", strings(assertionAlgorithms)),
             ("code_challenge_methods_supported", strings(["S256", "plain"])),
             ("claims_supported", strings(IDToken.supportedClaims)),
+            ("acr_values_supported", strings([IDToken.authenticationContextClass])),
             ("claims_parameter_supported", .bool(true)),
             ("request_parameter_supported", .bool(false)),
             ("request_uri_parameter_supported", .bool(false)),

@@ -1,3 +1,4 @@
+import AnyJSON
 import Foundation
 
 /// The RFC 7591 registration request members tsidp reads (the JSON body of `/register`).
@@ -17,6 +18,11 @@ struct RFC7591RegistrationRequest: Decodable {
     var resources: [String]?
     var postLogoutRedirectURIs: [String]?
     var userInfoSignedResponseAlg: String?
+    var subjectType: String?
+    var sectorIdentifierURI: String?
+    var jwks: JSONValue?
+    var jwksURI: String?
+    var tokenEndpointAuthSigningAlg: String?
 
     enum CodingKeys: String, CodingKey {
         case redirectURIs = "redirect_uris", tokenEndpointAuthMethod = "token_endpoint_auth_method"
@@ -26,6 +32,8 @@ struct RFC7591RegistrationRequest: Decodable {
         case resources
         case postLogoutRedirectURIs = "post_logout_redirect_uris"
         case userInfoSignedResponseAlg = "userinfo_signed_response_alg"
+        case subjectType = "subject_type", sectorIdentifierURI = "sector_identifier_uri"
+        case jwks, jwksURI = "jwks_uri", tokenEndpointAuthSigningAlg = "token_endpoint_auth_signing_alg"
     }
 }
 
@@ -61,6 +69,11 @@ extension ClientRegistry.Registration {
         resources = request.resources ?? []
         postLogoutRedirectURIs = request.postLogoutRedirectURIs ?? []
         userInfoSignedResponseAlg = request.userInfoSignedResponseAlg
+        subjectType = request.subjectType ?? "public"
+        sectorIdentifierURI = request.sectorIdentifierURI ?? ""
+        jwks = request.jwks
+        jwksURI = request.jwksURI ?? ""
+        tokenEndpointAuthSigningAlg = request.tokenEndpointAuthSigningAlg
         dynamicallyRegistered = true
         if let bad = grantTypes.first(where: { !["authorization_code", "refresh_token"].contains($0) }) {
             throw OAuthError(.invalidClientMetadata, "grant type \(bad) is not supported")

@@ -94,6 +94,7 @@ struct Runner {
         } catch let error as StateStoreError {
             throw UsageError(error.message)
         }
+        await clients.setDocumentFetcher(ClientDocumentFetcher.fetch)
         if options.mode == .development {
             // --dev never serves beyond this machine: an application under test may use any host.
             await clients.setPlainHTTPRedirects(.anyHost)
@@ -210,7 +211,8 @@ struct Runner {
         services += Runner.commonServices(
             server: server, configuration: configuration, logger: logger, allRunning: allRunning)
         if let path = configuration.devIdentitiesPath {
-            services.append(IdentityReloadService(path: path, tailnet: tailnet, logger: logger))
+            services.append(
+                IdentityReloadService(path: path, tailnet: tailnet, sharing: caller.sharing, logger: logger))
         }
         try await Self.run(Self.serviceGroup(services, logger: logger), thenFlush: store)
     }
@@ -311,6 +313,8 @@ struct Runner {
 struct IdentityReloadService: Service {
     let path: String
     let tailnet: SimulatedTailnet
+    /// Forgotten on every reload: the answers it holds describe the old identities.
+    let sharing: WhoIsSharing
     let logger: Logger
 
     func run() async throws {
@@ -320,6 +324,7 @@ struct IdentityReloadService: Service {
                 do {
                     let identities = try DevIdentities.load(path: path)
                     tailnet.setIdentities(identities)
+                    sharing.forgetAll()
                     logger.info("reloaded dev identities", metadata: ["count": "\(identities.count)"])
                 } catch {
                     logger.error(

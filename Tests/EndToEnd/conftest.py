@@ -939,12 +939,30 @@ class OIDCClient:
     client_id: str
     client_secret: Optional[str]
     redirect_uris: list
-    auth_method: str  # client_secret_basic | client_secret_post | none
+    auth_method: str  # client_secret_basic | client_secret_post | none | private_key_jwt | client_secret_jwt
     registration: dict
+    # private_key_jwt: the client's private key (an authlib JsonWebKey with a kid), which signs
+    # its assertions; client_secret_jwt MACs them with client_secret.
+    assertion_key: object = None
 
     @property
     def redirect_uri(self) -> str:
         return self.redirect_uris[0]
+
+    def assertion(self, audience: str, **claims) -> str:
+        """An RFC 7523 client assertion for ``audience`` (``claims`` override the defaults)."""
+        from authlib.jose import jwt
+
+        now = int(time.time())
+        payload = {"iss": self.client_id, "sub": self.client_id, "aud": audience, "jti": secrets.token_urlsafe(16),
+                   "iat": now, "exp": now + 60, **claims}
+        if self.auth_method == "client_secret_jwt":
+            return jwt.encode({"alg": "HS256"}, payload, self.client_secret).decode()
+        key = self.assertion_key
+        jwk = key.as_dict()
+        default_alg = {"RSA": "RS256", "EC": "ES256", "OKP": "EdDSA"}[jwk["kty"]]
+        header = {"alg": jwk.get("alg", default_alg), "kid": jwk["kid"]}
+        return jwt.encode(header, payload, key).decode()
 
 
 @dataclasses.dataclass
@@ -1086,7 +1104,7 @@ class OpenIDProvider:
         assert body.get("client_id"), body
         assert body.get("redirect_uris") == uris, body
         assert body.get("token_endpoint_auth_method") == auth_method, body
-        if auth_method == "none":
+        if auth_method in ("none", "private_key_jwt"):
             assert not body.get("client_secret"), body
         else:
             assert body.get("client_secret"), body
@@ -1204,6 +1222,9 @@ class OpenIDProvider:
             form.update(client_id=client.client_id, client_secret=client.client_secret)
         elif method == "none":
             form["client_id"] = client.client_id
+        elif method in ("private_key_jwt", "client_secret_jwt"):
+            form.update(client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        client_assertion=client.assertion(self.metadata["token_endpoint"]))
         else:
             raise AssertionError(f"unknown auth method {method}")
         return browser_session().post(self.metadata["token_endpoint"], data=form, headers=headers)

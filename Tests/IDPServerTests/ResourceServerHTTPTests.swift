@@ -134,3 +134,95 @@ struct ResourceServerHTTPTests {
         }
     }
 }
+
+/// A resource server on the tailnet may be allowed to introspect by its grant (`introspect`)
+/// instead of a registered client.
+@Suite("HTTP: introspection by grant")
+struct IntrospectionGrantHTTPTests {
+    static let other = "https://wiki.example-tailnet.ts.net/api"
+    static let encodedOther = "https%3A%2F%2Fwiki.example-tailnet.ts.net%2Fapi"
+
+    static func rules(introspect: [String]?) -> [JSONValue] {
+        var rules: [JSONValue] = [
+            Harness.adminRule,
+            .object([
+                "users": .array([.string("alice@example.com")]),
+                "resources": .array([.string(ResourceServerHTTPTests.resource), .string(other)]),
+            ]),
+        ]
+        if let introspect { rules.append(.object(["introspect": .array(introspect.map(JSONValue.string))])) }
+        return rules
+    }
+
+    static func anonymousIntrospect(_ client: any TestClientProtocol, _ token: String) async throws -> TestResponse {
+        let (headers, _) = form("")
+        return try await client.execute(
+            uri: "/introspect", method: .post, headers: headers, body: ByteBuffer(string: "token=\(token)"))
+    }
+
+    @Test("a device granted introspect for a resource learns about tokens for it, and nothing else")
+    func grantedResource() async throws {
+        try await Harness.run(rules: Self.rules(introspect: [ResourceServerHTTPTests.resource])) { harness, client in
+            let registered = try await harness.client()
+            let tokens = try await ResourceServerHTTPTests.signIn(client, registered)
+            let access = try #require(tokens["access_token"] as? String)
+            let refresh = try #require(tokens["refresh_token"] as? String)
+            let answer = try await Self.anonymousIntrospect(client, access)
+            #expect(answer.status == .ok, "\(answer.text)")
+            #expect(answer.json["active"] as? Bool == true)
+            #expect(answer.json["aud"] as? String == ResourceServerHTTPTests.resource)
+            #expect(answer.json["username"] as? String == "alice@example.com")
+            // Refresh tokens are never introspectable this way.
+            #expect(try await Self.anonymousIntrospect(client, refresh).json["active"] as? Bool == false)
+            // A token for another resource (the other one alice may ask for) is not this server's.
+            let query =
+                "client_id=\(registered.id)&redirect_uri=\(ResourceServerHTTPTests.redirect)&response_type=code&scope=openid&resource=\(Self.encodedOther)"
+            let authorize = try await client.execute(uri: "/authorize?\(query)", method: .get)
+            let location = try #require(authorize.headers[.location])
+            let code = try #require(URLComponents(string: location)?.queryItems?.first { $0.name == "code" }?.value)
+            let (headers, body) = form(
+                "grant_type=authorization_code&code=\(code)&redirect_uri=\(ResourceServerHTTPTests.redirect)"
+                    + "&client_id=\(registered.id)&client_secret=\(registered.secret)")
+            let other = try await client.execute(uri: "/token", method: .post, headers: headers, body: body)
+            let otherAccess = try #require(other.json["access_token"] as? String)
+            #expect(try await Self.anonymousIntrospect(client, otherAccess).json["active"] as? Bool == false)
+            #expect(try await Self.anonymousIntrospect(client, "made-up").json["active"] as? Bool == false)
+        }
+    }
+
+    @Test("without an introspect grant, introspection without credentials is invalid_client")
+    func noGrant() async throws {
+        try await Harness.run(rules: Self.rules(introspect: nil)) { harness, client in
+            let tokens = try await ResourceServerHTTPTests.signIn(client, try await harness.client())
+            let access = try #require(tokens["access_token"] as? String)
+            let answer = try await Self.anonymousIntrospect(client, access)
+            #expect(answer.status == .unauthorized)
+            #expect(answer.json["error"] as? String == "invalid_client")
+        }
+    }
+
+    @Test("credentials, when sent, decide alone: a wrong secret is refused even with the grant")
+    func credentialsDecide() async throws {
+        try await Harness.run(rules: Self.rules(introspect: ["*"])) { harness, client in
+            let registered = try await harness.client()
+            let tokens = try await ResourceServerHTTPTests.signIn(client, registered)
+            let access = try #require(tokens["access_token"] as? String)
+            let wrong = try await ResourceServerHTTPTests.introspect(client, access, id: registered.id, secret: "nope")
+            #expect(wrong.status == .unauthorized)
+            // With `*` the device may introspect any live access token.
+            #expect(try await Self.anonymousIntrospect(client, access).json["active"] as? Bool == true)
+        }
+    }
+
+    @Test("a malformed introspect member is a malformed grant")
+    func malformed() throws {
+        #expect(throws: CapabilityError.self) {
+            _ = try CapabilityRule.parse([.object(["introspect": .string(ResourceServerHTTPTests.resource)])])
+        }
+        let rules = try CapabilityRule.parse([
+            .object(["introspect": .array([.string("https://a.example.com")])]),
+            .object(["introspect": .array([.string("https://a.example.com"), .string("https://b.example.com")])]),
+        ])
+        #expect(Grants(rules).introspectableResources == ["https://a.example.com", "https://b.example.com"])
+    }
+}

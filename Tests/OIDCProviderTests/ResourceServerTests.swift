@@ -92,6 +92,25 @@ struct ResourceServerTests {
         #expect(audience(own) == [Self.mcp])
     }
 
+    @Test("a JWT access token carries the identity claims of its scopes, and only those")
+    func identityClaimsByScope() async throws {
+        let setup = try await Fixtures.provider()
+        let issued = try await issue(setup, resource: Self.mcp)
+        let claims = try payload(issued.access)
+        #expect(claims["email"] as? String == "alice@example.com")
+        #expect(claims["email_verified"] as? Bool == true)
+        #expect(claims["preferred_username"] as? String == "alice")
+        #expect(claims["name"] as? String == "Alice Example")
+        #expect(claims["sub"] as? String == "userid:2001")
+        let extra = [("resource", Self.mcp)]
+        let code = try await setup.code(identity: Self.alice, scope: "openid", extra: extra)
+        let body = Fixtures.json(await setup.redeem(code, extra: extra).body)
+        let bare = try payload(try #require(body["access_token"] as? String))
+        for name in ["email", "email_verified", "preferred_username", "name", "picture", "groups"] {
+            #expect(bare[name] == nil, "\(name)")
+        }
+    }
+
     @Test("the ID token's audience is the client alone, never the resource, and has no azp")
     func idTokenAudience() async throws {
         let setup = try await Fixtures.provider()

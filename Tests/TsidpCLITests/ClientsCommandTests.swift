@@ -84,6 +84,28 @@ struct ClientsCommandTests {
         #expect(human.standardOutput.contains("Client ID:"))
         #expect(human.standardOutput.contains("Public client"))
 
+        // Pairwise subjects, through the server; shown by `show`.
+        let pairwise = try await binary.run(
+            [
+                "clients", "add", "--name", "Wiki", "--redirect-uri", "https://wiki.example.com/cb", "--pairwise",
+                "--json",
+            ] + viaServer, in: directory)
+        #expect(pairwise.status == 0, "\(pairwise.standardError)")
+        let pairwiseRecord = try #require(try Self.json(pairwise) as? [String: Any])
+        #expect(pairwiseRecord["subject_type"] as? String == "pairwise")
+        let pairwiseID = try #require(pairwiseRecord["client_id"] as? String)
+        let pairwiseShown = try await binary.run(["clients", "show", pairwiseID] + viaServer, in: directory)
+        #expect(pairwiseShown.standardOutput.contains("Subjects:       pairwise"))
+        let twoHosts = try await binary.run(
+            [
+                "clients", "add", "--name", "Wiki", "--redirect-uri", "https://a.example.com/cb", "--redirect-uri",
+                "https://b.example.com/cb", "--pairwise",
+            ] + viaServer, in: directory)
+        #expect(twoHosts.status == 1)
+        #expect(twoHosts.errorLines.count == 1, "\(twoHosts.standardError)")
+        let removed = try await binary.run(["clients", "delete", pairwiseID, "--yes"] + viaServer, in: directory)
+        #expect(removed.status == 0, "\(removed.standardError)")
+
         let table = try await binary.run(["clients", "list"] + viaServer, in: directory)
         #expect(table.status == 0)
         #expect(table.standardOutput.hasPrefix("NAME"))

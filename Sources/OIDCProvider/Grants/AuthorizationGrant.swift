@@ -15,10 +15,16 @@ public struct AuthorizationGrant: Sendable, Equatable, Codable {
     public var boundNodeID: Int64? = nil
     /// The claims the `claims` request parameter asked for; absent in grants of older state.
     public var claims: ClaimsRequest? = nil
+    /// The pairwise `sub` of this grant's user for its client's sector (OIDC Core §8.1), for
+    /// clients registered with `subject_type` `pairwise`; `nil`: the public `userid:<n>`.
+    public var pairwiseSubject: String? = nil
+
+    /// The `sub` every token and answer of this grant carries.
+    public var subject: String { pairwiseSubject ?? IDToken.subject(identity) }
 
     enum CodingKeys: String, CodingKey {
         case clientID = "c", redirectURI = "r", scopes = "s", nonce = "n", codeChallenge = "cc"
         case codeChallengeMethod = "cm", resources = "res", identity = "id", authTime = "at", boundNodeID = "node"
-        case claims = "cl"
+        case claims = "cl", pairwiseSubject = "ps"
     }
 }

@@ -138,7 +138,13 @@ enum GrantFileCodec {
         }
     }
 
+    /// The file as JSON, written directly (see ``GrantFileWriter``).
     static func encode(_ file: File) throws -> Data {
+        GrantFileWriter.encode(file)
+    }
+
+    /// The same file as `JSONEncoder` writes it (the reference the direct writer is tested against).
+    static func encodeWithFoundation(_ file: File) throws -> Data {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .secondsSince1970
         encoder.outputFormatting = [.sortedKeys]

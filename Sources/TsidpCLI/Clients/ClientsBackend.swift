@@ -12,6 +12,8 @@ struct ClientRecord: Codable, Sendable, Equatable {
     var hasSecret: Bool
     /// Resource URIs the client serves as a resource server.
     var resources: [String] = []
+    /// `public` or `pairwise`.
+    var subjectType = "public"
     /// Only right after `add` or `regenerate-secret`.
     var clientSecret: String?
 
@@ -19,7 +21,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         case clientID = "client_id", clientName = "client_name", redirectURIs = "redirect_uris"
         case tokenEndpointAuthMethod = "token_endpoint_auth_method", createdAt = "created_at"
         case dynamicallyRegistered = "dynamically_registered", hasSecret = "has_secret"
-        case clientSecret = "client_secret", resources
+        case clientSecret = "client_secret", resources, subjectType = "subject_type"
     }
 
     init(_ client: Client, secret: String? = nil) {
@@ -31,6 +33,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         dynamicallyRegistered = client.dynamicallyRegistered
         hasSecret = client.secretHash != nil
         resources = client.resources
+        subjectType = client.subjectType
         clientSecret = secret
     }
 
@@ -45,6 +48,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         dynamicallyRegistered = try c.decodeIfPresent(Bool.self, forKey: .dynamicallyRegistered) ?? false
         hasSecret = try c.decodeIfPresent(Bool.self, forKey: .hasSecret) ?? false
         resources = try c.decodeIfPresent([String].self, forKey: .resources) ?? []
+        subjectType = try c.decodeIfPresent(String.self, forKey: .subjectType) ?? "public"
         clientSecret = try c.decodeIfPresent(String.self, forKey: .clientSecret).flatMap { $0.isEmpty ? nil : $0 }
     }
 
@@ -58,6 +62,7 @@ struct ClientRecord: Codable, Sendable, Equatable {
         try c.encode(dynamicallyRegistered, forKey: .dynamicallyRegistered)
         try c.encode(hasSecret, forKey: .hasSecret)
         if !resources.isEmpty { try c.encode(resources, forKey: .resources) }
+        if subjectType != "public" { try c.encode(subjectType, forKey: .subjectType) }
         try c.encodeIfPresent(clientSecret, forKey: .clientSecret)
     }
 }
@@ -72,7 +77,8 @@ struct ClientsFailure: Error, CustomStringConvertible {
 /// Where `tsidp clients` finds the clients: a running server or a stopped state directory.
 protocol ClientsBackend: Sendable {
     func list() async throws -> [ClientRecord]
-    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool, pairwise: Bool) async throws
+        -> ClientRecord
     func show(_ id: String) async throws -> ClientRecord
     /// `nil` leaves that field as it is.
     func update(_ id: String, name: String?, redirectURIs: [String]?, resources: [String]?) async throws

@@ -76,6 +76,10 @@ struct ClientsAdd: ClientsSubcommand {
     var resources: [String] = []
     @Flag(name: .customLong("public"), help: "A public client (no secret; it must use PKCE S256).")
     var isPublic = false
+    @Flag(
+        name: .customLong("pairwise"),
+        help: "Pairwise subjects: the client sees users under a sub of its own sector, not userid:<n>.")
+    var pairwise = false
 
     func validateArguments() throws {
         guard let name, !name.trimmingCharacters(in: .whitespaces).isEmpty else {
@@ -86,7 +90,7 @@ struct ClientsAdd: ClientsSubcommand {
 
     func run(on backend: any ClientsBackend, output: ClientsOutput) async throws {
         let created = try await backend.add(
-            name: name ?? "", redirectURIs: redirectURIs, resources: resources, isPublic: isPublic)
+            name: name ?? "", redirectURIs: redirectURIs, resources: resources, isPublic: isPublic, pairwise: pairwise)
         output.created(created)
     }
 }

@@ -59,6 +59,7 @@ final class ClientsOutput {
         print("Authentication: \(client.tokenEndpointAuthMethod)\(client.hasSecret ? "" : " (no secret)")")
         print("Registered by:  \(client.dynamicallyRegistered ? "dynamic registration" : "the operator")")
         print("Created:        \(client.createdAt)")
+        if client.subjectType != "public" { print("Subjects:       \(client.subjectType)") }
         print("Redirect URIs:")
         for uri in client.redirectURIs { print("  \(Self.visible(uri))") }
         if !client.resources.isEmpty {

@@ -102,10 +102,13 @@ struct ServerClientsBackend: ClientsBackend {
         try decode([ClientRecord].self, try await send(.GET, "/clients"))
     }
 
-    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord {
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool, pairwise: Bool) async throws
+        -> ClientRecord
+    {
         var form = [("name", name), ("redirect_uri", redirectURIs.joined(separator: "\n"))]
         if !resources.isEmpty { form.append(("resources", resources.joined(separator: "\n"))) }
         if isPublic { form.append(("token_endpoint_auth_method", "none")) }
+        if pairwise { form.append(("subject_type", "pairwise")) }
         return try decode(ClientRecord.self, try await send(.POST, "/clients/new", form: form))
     }
 

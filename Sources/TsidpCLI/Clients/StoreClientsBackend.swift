@@ -34,6 +34,7 @@ final class StoreClientsBackend: ClientsBackend, @unchecked Sendable {
         let writer = StateWriter(store: store, logger: logger)
         do {
             let registry = try await ClientRegistry.load(from: writer)
+            await registry.setDocumentFetcher(ClientDocumentFetcher.fetch)
             return StoreClientsBackend(store: store, writer: writer, registry: registry, logger: logger)
         } catch let error as StateStoreError {
             throw ClientsFailure(error.message)
@@ -73,10 +74,13 @@ final class StoreClientsBackend: ClientsBackend, @unchecked Sendable {
         await registry.all().map { ClientRecord($0) }
     }
 
-    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool) async throws -> ClientRecord {
+    func add(name: String, redirectURIs: [String], resources: [String], isPublic: Bool, pairwise: Bool) async throws
+        -> ClientRecord
+    {
         var registration = ClientRegistry.Registration(name: name, redirectURIs: redirectURIs)
         registration.resources = resources
         if isPublic { registration.tokenEndpointAuthMethod = "none" }
+        if pairwise { registration.subjectType = "pairwise" }
         let created = try await perform { try await registry.register(registration) }
         return ClientRecord(created.client, secret: created.secret)
     }
