@@ -234,11 +234,14 @@ final class AssertionReplayCache: Sendable {
 }
 
 /// Key sets fetched from clients' `jwks_uri`, kept for a few minutes and fetched again sooner when
-/// an assertion names a key the cached set lacks (the client rotated its keys).
+/// an assertion names a key the cached set lacks (the client rotated its keys). Fetches of one URI,
+/// failed or not, are at least ``minimumInterval`` apart; a set that cannot be fetched again is
+/// used as last fetched.
 final class ClientKeySetCache: Sendable {
     struct Entry: Sendable {
         var keys: [ClientPublicKey]
         var fetchedAt: Date
+        var attemptedAt: Date
     }
     private let entries = Mutex<[String: Entry]>([:])
     /// How long a fetched set is used.
@@ -248,14 +251,26 @@ final class ClientKeySetCache: Sendable {
 
     func cached(_ uri: String, now: Date) -> (keys: [ClientPublicKey], fresh: Bool, mayRefetch: Bool)? {
         guard let entry = entries.withLock({ $0[uri] }) else { return nil }
-        let age = now.timeIntervalSince(entry.fetchedAt)
-        return (entry.keys, age < Self.lifetime, age >= Self.minimumInterval)
+        return (
+            entry.keys, now.timeIntervalSince(entry.fetchedAt) < Self.lifetime,
+            now.timeIntervalSince(entry.attemptedAt) >= Self.minimumInterval
+        )
     }
 
     func store(_ keys: [ClientPublicKey], for uri: String, now: Date) {
         entries.withLock { entries in
             if entries.count >= 1_000 { entries.removeAll() }
-            entries[uri] = Entry(keys: keys, fetchedAt: now)
+            entries[uri] = Entry(keys: keys, fetchedAt: now, attemptedAt: now)
+        }
+    }
+
+    /// Records a failed fetch: the set stays as it was (empty if there was none).
+    func failed(_ uri: String, now: Date) {
+        entries.withLock { entries in
+            if entries.count >= 1_000 { entries.removeAll() }
+            var entry = entries[uri] ?? Entry(keys: [], fetchedAt: .distantPast, attemptedAt: now)
+            entry.attemptedAt = now
+            entries[uri] = entry
         }
     }
 }

@@ -268,7 +268,7 @@ extension Provider {
         let current = now()
         if let cached = clientKeySets.cached(uri, now: current) {
             let knowsKey = keyID.map { id in cached.keys.contains { $0.keyID == id } } ?? true
-            if cached.fresh && (knowsKey || !cached.mayRefetch) { return cached.keys }
+            if !cached.mayRefetch || (cached.fresh && knowsKey) { return cached.keys }
         }
         guard let fetch = await clients.fetchDocument else {
             throw OAuthError(.invalidClient, "the client's jwks_uri cannot be fetched by this tsidp")
@@ -281,7 +281,9 @@ extension Provider {
             logger.warning(
                 "the key set at a client's jwks_uri could not be read",
                 metadata: ["client_id": "\(client.clientID)", "jwks_uri": "\(uri)"])
-            if let stale = clientKeySets.cached(uri, now: current) { return stale.keys }
+            // The set as last fetched stays in use; the next fetch waits the minimum interval.
+            clientKeySets.failed(uri, now: current)
+            if let last = clientKeySets.cached(uri, now: current), !last.keys.isEmpty { return last.keys }
             throw OAuthError(.invalidClient, "the client's jwks_uri could not be read")
         }
         clientKeySets.store(keys, for: uri, now: current)

@@ -295,14 +295,27 @@ struct ClientAssertionTests {
         #expect(fetches.withLock { $0 } == 2)
     }
 
-    @Test("a jwks_uri that cannot be read is invalid_client, and nothing is issued")
+    @Test("a jwks_uri that cannot be read is invalid_client, nothing is issued, and it is not fetched again at once")
     func jwksURIUnreachable() async throws {
         let setup = try await Self.setup(jwksURI: "https://app.example.com/jwks.json")
-        await setup.provider.clients.setDocumentFetcher { _ in throw OAuthError(.serverError, "down") }
+        let fetches = Mutex(0)
+        await setup.provider.clients.setDocumentFetcher { _ in
+            fetches.withLock { $0 += 1 }
+            throw OAuthError(.serverError, "down")
+        }
         let key = try ClientKeyPair.rsa("k1")
-        let answer = try await Self.redeem(
-            setup, assertion: try key.sign(Self.claims(setup.client.clientID, now: setup.clock.now)))
-        #expect(answer.status == 401 && Self.error(answer) == "invalid_client")
+        for _ in 0..<3 {
+            let answer = try await Self.redeem(
+                setup, assertion: try key.sign(Self.claims(setup.client.clientID, now: setup.clock.now)))
+            #expect(answer.status == 401 && Self.error(answer) == "invalid_client")
+        }
+        #expect(fetches.withLock { $0 } == 1)
+        setup.clock.advance(ClientKeySetCache.minimumInterval + 1)
+        for _ in 0..<2 {
+            _ = try await Self.redeem(
+                setup, assertion: try key.sign(Self.claims(setup.client.clientID, now: setup.clock.now)))
+        }
+        #expect(fetches.withLock { $0 } == 2)
     }
 
     @Test("registration: private_key_jwt needs usable public keys; private keys and both sources are refused")
