@@ -1,6 +1,7 @@
 import HTTPTypes
 import Hummingbird
 import Logging
+import Synchronization
 import Telemetry
 
 /// The request a task is answering, for log lines.
@@ -12,6 +13,23 @@ import Telemetry
 public enum RequestLog {
     /// The ID of the request the current task answers, if any.
     @TaskLocal public static var id: String?
+
+    /// A random prefix for this process, so that IDs from two runs do not collide.
+    private static let prefix = UInt64.random(in: .min ... .max)
+    /// Counts requests; the low half of each ID.
+    private static let counter = Atomic<UInt64>(UInt64.random(in: .min ... .max))
+
+    /// A new request ID: 32 lowercase hex digits (the process prefix, then a counter), always
+    /// zero-padded to that length.
+    static func nextID() -> String {
+        let low = counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        return hex(prefix) + hex(low)
+    }
+
+    private static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
 
     /// Adds `request_id` to log lines written while a request is answered; install it with
     /// `LoggingSystem.bootstrap(_:metadataProvider:)`.
@@ -35,7 +53,7 @@ struct RequestObservationMiddleware: RouterMiddleware {
     {
         // Not `context.id`: that reads the logger's metadata, which a logger that keeps none
         // (a no-op handler) does not have.
-        let id = RequestID().description
+        let id = RequestLog.nextID()
         let started = ContinuousClock.now
         metrics.requestsInFlight(1)
         defer { metrics.requestsInFlight(-1) }

@@ -143,6 +143,11 @@ struct ObservabilityHTTPTests {
             let firstID = try #require(first.headers[HTTPField.Name("X-Request-Id")!])
             let secondID = try #require(second.headers[HTTPField.Name("X-Request-Id")!])
             #expect(firstID.count == 32 && firstID.allSatisfy(\.isHexDigit))
+            // Every ID has 32 digits, whatever the process prefix and counter happen to be.
+            for _ in 0..<1_000 {
+                let id = RequestLog.nextID()
+                #expect(id.count == 32 && id.allSatisfy(\.isHexDigit), "\(id)")
+            }
             #expect(firstID != secondID)
 
             let (headers, body) = form("name=Grafana&redirect_uri=https%3A%2F%2Fgrafana.example.com%2Fcb")
