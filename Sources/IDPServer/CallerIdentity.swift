@@ -49,18 +49,27 @@ public struct CallerIdentity: Sendable {
     public func identify(address: String?, allowReuse: Bool = false) async throws(IdentityFailure) -> UserIdentity {
         guard let address else { throw .unknownDevice("the connection has no peer address") }
         let whois: WhoIsResponse
-        let started = ContinuousClock.now
         let localAPI = self.localAPI
+        let metrics = self.metrics
         do {
             whois = try await sharing.answer(for: address, allowReuse: allowReuse) {
-                try await localAPI.whoIs(address: address)
+                // Timed and counted here, once per LocalAPI request, not once per sharer.
+                let started = ContinuousClock.now
+                do {
+                    let answer = try await localAPI.whoIs(address: address)
+                    metrics?.whoIs(.found, duration: ContinuousClock.now - started)
+                    return answer
+                } catch LocalAPIError.peerNotFound {
+                    metrics?.whoIs(.notFound, duration: ContinuousClock.now - started)
+                    throw LocalAPIError.peerNotFound
+                } catch {
+                    metrics?.whoIs(.failed, duration: ContinuousClock.now - started)
+                    throw error
+                }
             }
-            metrics?.whoIs(.found, duration: ContinuousClock.now - started)
         } catch LocalAPIError.peerNotFound {
-            metrics?.whoIs(.notFound, duration: ContinuousClock.now - started)
             throw .unknownDevice("no tailnet peer at \(address)")
         } catch {
-            metrics?.whoIs(.failed, duration: ContinuousClock.now - started)
             throw .unavailable("\(error)")
         }
         guard !excludedNodeStableIDs.contains(whois.node.stableID) else {
