@@ -81,3 +81,24 @@ def start_chrome(peer_import, missing_tool_policy, scratch_dirs, javascript: boo
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
     driver.set_page_load_timeout(PAGE_LOAD_TIMEOUT)
     return driver
+
+
+def is_stale(element) -> bool:
+    """Whether ``element`` belongs to a page the browser has left.
+
+    While a navigation is under way chromedriver sometimes answers for the old document's node with
+    an inspector error ("Node with given id does not belong to the document") instead of a
+    stale-element error; both mean the page has been left.
+    """
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
+
+    try:
+        element.tag_name
+        return False
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as error:
+        message = str(error)
+        if "does not belong to the document" in message or "No node with given id" in message:
+            return True
+        raise

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 import requests
-from browser_support import LoopbackSite, start_chrome
+from browser_support import LoopbackSite, is_stale, start_chrome
 from conftest import browser_session
 
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
@@ -64,17 +64,6 @@ def screenshot(driver, name: str) -> None:
     clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 3000), "scale": 1}
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip})
     (target / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
-
-
-def is_stale(element) -> bool:
-    """Whether ``element`` belongs to a page the browser has left."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    try:
-        element.tag_name
-        return False
-    except StaleElementReferenceException:
-        return True
 
 
 def submit(chrome, bounded_wait, selector: str) -> None:

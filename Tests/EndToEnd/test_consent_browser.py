@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from browser_support import LoopbackSite, start_chrome
+from browser_support import LoopbackSite, is_stale, start_chrome
 
 @pytest.fixture
 def chrome(peer_import, missing_tool_policy, scratch_dirs):
@@ -41,17 +41,6 @@ def screenshot(driver, scratch: Path, name: str) -> None:
     target = Path(os.environ.get("TSIDP_SCREENSHOTS") or scratch)
     target.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(target / f"{name}.png"))
-
-
-def is_stale(element) -> bool:
-    """Whether ``element`` belongs to a page the browser has left."""
-    from selenium.common.exceptions import StaleElementReferenceException
-
-    try:
-        element.tag_name
-        return False
-    except StaleElementReferenceException:
-        return True
 
 
 def test_consent_in_a_real_browser(chrome, site, tsidp_factory, scratch_dirs, bounded_wait):
