@@ -5,11 +5,13 @@ import Telemetry
 
 /// The one write path of everything tsidp stores: grants, clients and keys.
 ///
-/// A source (``StateWriteSource``) changes its memory, then calls ``flush(_:)``. The first caller
-/// to find the writer idle becomes the leader and writes, in its own task, batch after batch for
-/// every source that asked meanwhile; the others return at once and await their ticket. So
-/// concurrent requests share one store write (group commit), writes never overlap or reorder,
-/// and no write runs in a task that nobody awaits.
+/// A source (``StateWriteSource``) changes its memory, then calls ``flush(_:)`` and awaits its
+/// ticket. The first call to find the writer idle starts the writer's drain task, which writes
+/// batch after batch for every source that asked meanwhile, until none has anything left; later
+/// calls only add their source. So concurrent requests share one store write (group commit),
+/// writes never overlap or reorder, and a request waits for the batch that holds its change, not
+/// for housekeeping after it (a compaction step, deletions). The drain task belongs to the
+/// writer: ``idle()`` and ``close()`` await it, so no write outlives the writer unobserved.
 ///
 /// As a ``Service`` it is the last to stop: on graceful shutdown it lets the write in progress
 /// finish, then refuses further writes, so the process exits with memory and store in agreement.
@@ -34,9 +36,9 @@ public actor StateWriter: Service {
         self.metrics = metrics
     }
 
-    /// Makes `source`'s pending changes durable: either writes them now (and whatever else is
-    /// waiting) or leaves that to the write already in progress. Returns when this caller has no
-    /// more writing to do; the outcome of a change is reported to its source's ticket.
+    /// Makes `source`'s pending changes durable: starts the drain task, or leaves them to the
+    /// one already running. Returns at once; the outcome of a change is reported to its
+    /// source's ticket. Await ``idle()`` to wait for everything to be written.
     public func flush(_ source: any StateWriteSource) async {
         if closed {
             await source.abandon(StateStoreError(.io, "tsidp is shutting down; nothing more is stored"))
@@ -45,6 +47,11 @@ public actor StateWriter: Service {
         if !wanted.contains(where: { $0 === source }) { wanted.append(source) }
         guard !busy else { return }
         busy = true
+        Task { await self.drain() }
+    }
+
+    /// Writes until no source has anything left, then wakes whoever waits for idleness.
+    private func drain() async {
         while !wanted.isEmpty {
             let next = wanted.removeFirst()
             while let batch = await next.nextBatch() {

@@ -26,18 +26,22 @@ struct FaultRig {
     let memory: MemoryStateStore
     let setup: Fixtures.Setup
     let book = LoginBook()
+    let compaction: GrantLedger.CompactionPolicy
 
-    static let compaction = GrantLedger.CompactionPolicy.every(3)
-
-    static func make() async throws -> FaultRig {
+    /// - Parameter compaction: every 3 journal entries, all buckets at once by default;
+    ///   ``GrantLedger/CompactionPolicy/stepwise(every:)`` makes every bucket a write of its own.
+    static func make(compaction: GrantLedger.CompactionPolicy = .every(3)) async throws -> FaultRig {
         let base = try await Fixtures.provider()
         let memory = MemoryStateStore()
         let faulty = FaultInjectingStateStore(wrapping: memory)
-        let provider = try await Self.provider(base, store: faulty)
-        return FaultRig(base: base, faulty: faulty, memory: memory, setup: base.with(provider: provider))
+        let provider = try await Self.provider(base, store: faulty, compaction: compaction)
+        return FaultRig(
+            base: base, faulty: faulty, memory: memory, setup: base.with(provider: provider), compaction: compaction)
     }
 
-    static func provider(_ base: Fixtures.Setup, store: any StateStore) async throws -> Provider {
+    static func provider(
+        _ base: Fixtures.Setup, store: any StateStore, compaction: GrantLedger.CompactionPolicy
+    ) async throws -> Provider {
         var configuration = ProviderConfiguration(issuer: Fixtures.issuer, idpHost: "idp.example-tailnet.ts.net")
         configuration.grantCompaction = compaction
         configuration.sweepBatch = 3
@@ -50,16 +54,23 @@ struct FaultRig {
 
     /// A restarted provider over a copy of what the store holds now (each check may change it).
     func restartedCopy() async throws -> Fixtures.Setup {
+        // What the store holds once the writer has finished: housekeeping after the last
+        // request's write (a compaction step, deletions) may still be under way.
+        await setup.provider.ledger.idle()
         var files: [String: Data] = [:]
         for key in try await memory.keys() { files[key] = try await memory.read(key) }
-        return base.with(provider: try await Self.provider(base, store: MemoryStateStore(files)))
+        return base.with(
+            provider: try await Self.provider(base, store: MemoryStateStore(files), compaction: compaction))
     }
 
     /// Runs `request` until it is not a 503; a write fault is one-shot, so the retry succeeds.
+    /// After each attempt it waits for the writer to finish what the request left to it, so that
+    /// the store's writes, and so the fault numbers, come in the same order every run.
     func retrying(_ request: () async -> TokenResponse) async -> (TokenResponse, failures: Int) {
         var failures = 0
         while true {
             let answer = await request()
+            await setup.provider.ledger.idle()
             guard answer.status == 503, failures < 5 else { return (answer, failures) }
             failures += 1
         }
@@ -184,6 +195,7 @@ struct GrantFaultTests {
         let compactions = rig.faulty.attemptedBatches.count
         rig.faulty.failAllWrites = true
         let blocked = await rig.setup.refresh(rig.book.logins[2].current)
+        await rig.setup.provider.ledger.idle()
         #expect(blocked.status == 503)
         #expect(rig.faulty.attemptedBatches.count > compactions)
         rig.faulty.failAllWrites = false
@@ -346,14 +358,16 @@ struct GrantFaultTests {
         let victim = try #require(keys.first)
         rig.faulty.failReads = [victim]
         do {
-            _ = try await FaultRig.provider(rig.base, store: rig.faulty)
+            _ = try await FaultRig.provider(rig.base, store: rig.faulty, compaction: rig.compaction)
             Issue.record("start-up must fail")
         } catch let error as KeyFileError {
             #expect(error.message.contains(victim))
         }
         rig.faulty.failReads = []
         rig.faulty.failListing = true
-        await #expect(throws: KeyFileError.self) { _ = try await FaultRig.provider(rig.base, store: rig.faulty) }
+        await #expect(throws: KeyFileError.self) {
+            _ = try await FaultRig.provider(rig.base, store: rig.faulty, compaction: rig.compaction)
+        }
     }
 
     @Test("grant state written by a newer tsidp is refused with a clear message")
@@ -363,7 +377,7 @@ struct GrantFaultTests {
         ])
         let base = try await Fixtures.provider()
         do {
-            _ = try await FaultRig.provider(base, store: store)
+            _ = try await FaultRig.provider(base, store: store, compaction: .every(3))
             Issue.record("start-up must fail")
         } catch let error as KeyFileError {
             #expect(error.message.contains("newer tsidp"))
@@ -421,6 +435,7 @@ struct GrantCapacityTests {
         var buckets = 0
         for _ in 0..<120 {
             #expect(await setup.redeem(try await setup.code()).status == 200)
+            await provider.ledger.idle()
             var journal = 0
             buckets = 0
             for key in try await memory.keys() {

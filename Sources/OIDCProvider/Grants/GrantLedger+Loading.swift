@@ -80,11 +80,11 @@ extension GrantLedger {
             }
             formatOne = formatOne || file.version == 1
             lastDurable = max(lastDurable, sequence)
-            var applied = false
+            var applied: UInt32 = 0
             func newer(_ recordKey: String) -> Bool {
                 let index = GrantFileCodec.bucket(of: recordKey)
                 guard sequence > journal.bucketSequence[index] || file.version == 1 else { return false }
-                applied = true
+                applied |= 1 << UInt32(index)
                 journal.dirty.insert(index)
                 return true
             }
@@ -98,8 +98,8 @@ extension GrantLedger {
                 if record == nil { own[key] = nil }
             }
             for (key, record) in file.consents ?? [:] where newer(key) { consents[key] = record }
-            if applied {
-                journal.live.append((sequence, key, data.count))
+            if applied != 0 {
+                journal.live.append(LiveEntry(sequence: sequence, key: key, bytes: data.count, buckets: applied))
                 report.journalEntries += 1
             } else {
                 journal.obsolete.append(key)

@@ -9,9 +9,13 @@ import Synchronization
 ///
 /// A request changes grant state in one critical section (``transact(_:)``); when the change
 /// touched stored state, the call returns only after the change is durable. Concurrent changes
-/// are written together as one journal entry (group commit, through the ``StateWriter``). Every
-/// so often the buckets the journal touched are rewritten (compaction), recording the newest
-/// journal sequence they contain, and the journal entries they make redundant are deleted.
+/// are written together as one journal entry (group commit, through the ``StateWriter``). Once
+/// the journal has grown enough, the buckets it touched are rewritten (compaction), recording
+/// the newest journal sequence they contain, and the journal entries they make redundant are
+/// deleted. A compaction goes a few buckets at a time (about ``CompactionPolicy/stepBytes`` per
+/// write, the buckets holding the oldest journal entries first), and a step is never followed by
+/// another while changes wait, so a request waits at most one step's write, however much state
+/// is stored.
 ///
 /// - Important: A failed write undoes, in memory, every change not yet durable (the failed
 ///   batch and anything made after it) and fails the requests that made them; memory then again
@@ -22,7 +26,7 @@ final class GrantLedger: StateWriteSource, Sendable {
     /// When the journal is folded into the buckets.
     struct CompactionPolicy: Sendable {
         /// At most this many journal entries exist before a compaction.
-        var maximumJournalEntries = 1024
+        var maximumJournalEntries = 4096
         /// The journal may grow to this many bytes, or to half the size of the buckets if that
         /// is more, before a compaction; so a compaction's cost, which is the size of what it
         /// rewrites, is spread over writes in proportion to it.
@@ -31,14 +35,26 @@ final class GrantLedger: StateWriteSource, Sendable {
         /// with a size limit of its own (a Kubernetes Secret holds 1 MiB) must not spend it on
         /// journal entries that duplicate the buckets.
         var maximumJournalBytes = Int.max
+        /// A compaction step writes buckets until their size (as last written) passes this; at
+        /// least one bucket, so a bucket larger than this is a step of its own.
+        var stepBytes = 1024 * 1024
 
         init() {}
 
-        /// Compacts after every `entries` journal entries, whatever their size (for tests).
+        /// Compacts after every `entries` journal entries, whatever their size, all buckets in
+        /// one step (for tests).
         static func every(_ entries: Int) -> CompactionPolicy {
             var policy = CompactionPolicy()
             policy.maximumJournalEntries = entries
             policy.minimumJournalBytes = .max
+            policy.stepBytes = .max
+            return policy
+        }
+
+        /// Compacts after every `entries` journal entries, one bucket per step (for tests).
+        static func stepwise(every entries: Int) -> CompactionPolicy {
+            var policy = every(entries)
+            policy.stepBytes = 0
             return policy
         }
     }
@@ -56,6 +72,15 @@ final class GrantLedger: StateWriteSource, Sendable {
         case deletion(keys: [String], housekeeping: Bool)
     }
 
+    /// A durable journal entry that some bucket file does not contain yet.
+    struct LiveEntry: Sendable {
+        var sequence: UInt64
+        var key: String
+        var bytes: Int
+        /// The buckets (bit `i` for bucket `i`) whose files lack this entry's changes.
+        var buckets: UInt32
+    }
+
     /// Journal and bucket bookkeeping.
     struct Journal: Sendable {
         var pending: [Pending] = []
@@ -68,8 +93,8 @@ final class GrantLedger: StateWriteSource, Sendable {
         var bucketBytes = [Int](repeating: 0, count: GrantFileCodec.bucketCount)
         /// Buckets whose file lacks durable changes (they are in the journal).
         var dirty = Set<Int>()
-        /// Journal entries some bucket does not contain yet.
-        var live: [(sequence: UInt64, key: String, bytes: Int)] = []
+        /// Journal entries some bucket does not contain yet, oldest first.
+        var live: [LiveEntry] = []
         /// Journal entries every bucket contains, to delete.
         var obsolete: [String] = []
         /// A journal entry whose write failed: it may exist anyway, so it is deleted (or
@@ -79,8 +104,11 @@ final class GrantLedger: StateWriteSource, Sendable {
         /// is durable, so that a broken disk is not hammered.
         var compactionBlocked = false
         var deletionBlocked = false
-        /// Set by ``GrantLedger/compactNow()``: compact at the next batch, whatever the journal's size.
+        /// Set by ``GrantLedger/compactNow()``: compact every dirty bucket, whatever the
+        /// journal's size.
         var compactionRequested = false
+        /// Whether the last batch was a compaction step: then changes waiting go first.
+        var lastWasCompaction = false
 
         var liveBytes: Int { live.reduce(0) { $0 + $1.bytes } }
     }
@@ -116,6 +144,7 @@ final class GrantLedger: StateWriteSource, Sendable {
         guard let writer else { return }
         inner.withLock { $0.journal.compactionRequested = true }
         await writer.flush(self)
+        await writer.idle()
     }
 
     /// Sets what happens when the store reports it is full.
@@ -185,31 +214,66 @@ final class GrantLedger: StateWriteSource, Sendable {
     // MARK: StateWriteSource
 
     func nextBatch() async -> StateBatch? {
-        let (batch, resolved): (StateBatch?, [WriteTicket]) = inner.withLock { inner in
+        enum Next {
+            case ready(StateBatch?, resolved: [WriteTicket])
+            case compaction(sequence: UInt64, files: [Int: GrantFileCodec.File])
+        }
+        let next: Next = inner.withLock { inner in
             precondition(inner.journal.inFlight == nil, "one grant batch at a time")
             var resolved: [WriteTicket] = []
-            do {
-                if let batch = try compactionBatch(&inner) { return (batch, []) }
-                if !inner.journal.pending.isEmpty {
-                    if let batch = try journalBatch(&inner) { return (batch, []) }
-                    // Nothing stored changed after all (a change undone by a later one).
-                    resolved = inner.journal.pending.map(\.ticket)
+            // A compaction step, unless the last batch was one and changes are waiting: they
+            // are written first, so no request waits for two steps in a row.
+            if !(inner.journal.lastWasCompaction && !inner.journal.pending.isEmpty),
+                let (sequence, files) = compactionStep(&inner)
+            {
+                inner.journal.lastWasCompaction = true
+                return .compaction(sequence: sequence, files: files)
+            }
+            inner.journal.lastWasCompaction = false
+            if !inner.journal.pending.isEmpty {
+                do {
+                    if let batch = try journalBatch(&inner) { return .ready(batch, resolved: []) }
+                } catch {
+                    // Encoding our own records cannot fail in practice; if it does, nothing is
+                    // written and the changes are refused like a failed write.
+                    logger.error("grant state could not be encoded", metadata: ["error": "\(error)"])
+                    let failed = inner.journal.pending
                     inner.journal.pending.removeAll()
+                    for change in failed.reversed() { inner.tables.undo(change.undo) }
+                    for change in failed { change.ticket.resolve(error) }
+                    return .ready(nil, resolved: [])
+                }
+                // Nothing stored changed after all (a change undone by a later one).
+                resolved = inner.journal.pending.map(\.ticket)
+                inner.journal.pending.removeAll()
+            }
+            return .ready(deletionBatch(&inner), resolved: resolved)
+        }
+        switch next {
+        case .ready(let batch, let resolved):
+            for ticket in resolved { ticket.resolve(nil) }
+            return batch
+        case .compaction(let sequence, let files):
+            // Encoded outside the lock: requests go on while the buckets are serialized.
+            var entries: [String: Data?] = [:]
+            var sizes: [Int: Int] = [:]
+            do {
+                for (index, file) in files {
+                    let data = try GrantFileCodec.encode(file)
+                    entries[GrantFileCodec.bucketKey(index)] = .some(data)
+                    sizes[index] = data.count
                 }
             } catch {
-                // Encoding our own records cannot fail in practice; if it does, nothing is
-                // written and the changes are refused like a failed write.
-                logger.error("grant state could not be encoded", metadata: ["error": "\(error)"])
-                let failed = inner.journal.pending
-                inner.journal.pending.removeAll()
-                for change in failed.reversed() { inner.tables.undo(change.undo) }
-                for change in failed { change.ticket.resolve(error) }
-                return (nil, [])
+                logger.error("grant state could not be encoded for compaction", metadata: ["error": "\(error)"])
+                inner.withLock { inner in
+                    inner.journal.inFlight = nil
+                    inner.journal.compactionBlocked = true
+                }
+                return await nextBatch()
             }
-            return (deletionBatch(&inner), resolved)
+            inner.withLock { $0.journal.inFlight = .compaction(sequence: sequence, sizes: sizes) }
+            return StateBatch(entries: entries)
         }
-        for ticket in resolved { ticket.resolve(nil) }
-        return batch
     }
 
     func finish(_ batch: StateBatch, error: (any Error)?) async {
@@ -229,18 +293,19 @@ final class GrantLedger: StateWriteSource, Sendable {
                 }
                 inner.writes += 1
                 inner.journal.lastDurable = sequence
-                inner.journal.live.append((sequence, key, bytes))
+                inner.journal.live.append(
+                    LiveEntry(sequence: sequence, key: key, bytes: bytes, buckets: Self.mask(buckets)))
                 inner.journal.dirty.formUnion(buckets)
                 inner.journal.compactionBlocked = false
                 inner.journal.deletionBlocked = false
                 if inner.journal.voided == key { inner.journal.voided = nil }
                 return (changes.map(\.ticket), nil)
             case .compaction(let sequence, let sizes):
-                inner.journal.compactionRequested = false
                 guard error == nil else {
                     // Some buckets may have been written; they are correct. The rest stays
                     // dirty, and the journal stays until a compaction succeeds.
                     inner.journal.compactionBlocked = true
+                    inner.journal.compactionRequested = false
                     return ([], nil)
                 }
                 inner.writes += 1
@@ -249,8 +314,13 @@ final class GrantLedger: StateWriteSource, Sendable {
                     inner.journal.bucketBytes[index] = size
                 }
                 inner.journal.dirty.subtract(sizes.keys)
-                inner.journal.obsolete += inner.journal.live.filter { $0.sequence <= sequence }.map(\.key)
-                inner.journal.live.removeAll { $0.sequence <= sequence }
+                if inner.journal.dirty.isEmpty { inner.journal.compactionRequested = false }
+                // The step wrote its buckets as of the newest durable entry, so every live entry
+                // is now in those files; an entry every bucket contains is superseded.
+                let written = Self.mask(sizes.keys)
+                for index in inner.journal.live.indices { inner.journal.live[index].buckets &= ~written }
+                inner.journal.obsolete += inner.journal.live.filter { $0.buckets == 0 }.map(\.key)
+                inner.journal.live.removeAll { $0.buckets == 0 }
                 return ([], nil)
             case .deletion(let keys, let housekeeping):
                 guard error == nil else {
@@ -287,11 +357,35 @@ final class GrantLedger: StateWriteSource, Sendable {
         return journal.liveBytes >= min(policy.maximumJournalBytes, max(policy.minimumJournalBytes, stateBytes / 2))
     }
 
-    /// Rewrites every dirty bucket as of the newest durable journal entry. Changes made since
-    /// (pending, not durable yet) are left out: for those records the value before them is
-    /// written.
-    private func compactionBatch(_ inner: inout Inner) throws -> StateBatch? {
+    /// The bit set of `buckets`.
+    static func mask(_ buckets: some Sequence<Int>) -> UInt32 {
+        buckets.reduce(0) { $0 | (1 << UInt32($1)) }
+    }
+
+    /// The next compaction step, when one is due: the dirty buckets holding the oldest journal
+    /// entries, up to ``CompactionPolicy/stepBytes``, as of the newest durable journal entry.
+    /// Changes made since (pending, not durable yet) are left out: for those records the value
+    /// before them is written.
+    private func compactionStep(_ inner: inout Inner) -> (UInt64, [Int: GrantFileCodec.File])? {
         guard compactionDue(inner.journal) else { return nil }
+        // A bucket's age is the sequence of the oldest entry it lacks; buckets dirty for another
+        // reason (records dropped at start-up) count as oldest.
+        var age = [UInt64](repeating: 0, count: GrantFileCodec.bucketCount)
+        var aged: UInt32 = 0
+        for entry in inner.journal.live where entry.buckets & ~aged != 0 {
+            for index in 0..<GrantFileCodec.bucketCount where entry.buckets & ~aged & (1 << UInt32(index)) != 0 {
+                age[index] = entry.sequence
+            }
+            aged |= entry.buckets
+        }
+        let candidates = inner.journal.dirty.sorted { (age[$0], $0) < (age[$1], $1) }
+        var dirty = Set<Int>()
+        var bytes = 0
+        for index in candidates {
+            if !dirty.isEmpty, inner.journal.bucketBytes[index] >= policy.stepBytes - bytes { break }
+            dirty.insert(index)
+            bytes += inner.journal.bucketBytes[index]
+        }
         var durableFamilies: [String: RefreshFamily?] = [:]
         var durableAccess: [String: AccessTokenRecord?] = [:]
         var durableConsents: [String: ConsentRecord?] = [:]
@@ -305,7 +399,6 @@ final class GrantLedger: StateWriteSource, Sendable {
                 }
             }
         }
-        let dirty = inner.journal.dirty
         let sequence = inner.journal.lastDurable
         var files: [Int: GrantFileCodec.File] = [:]
         for index in dirty { files[index] = GrantFileCodec.File(sequence: sequence) }
@@ -342,15 +435,8 @@ final class GrantLedger: StateWriteSource, Sendable {
             let index = GrantFileCodec.bucket(of: key)
             if files[index] != nil, let value { files[index]!.consents![key] = .some(value) }
         }
-        var entries: [String: Data?] = [:]
-        var sizes: [Int: Int] = [:]
-        for (index, file) in files {
-            let data = try GrantFileCodec.encode(file)
-            entries[GrantFileCodec.bucketKey(index)] = .some(data)
-            sizes[index] = data.count
-        }
-        inner.journal.inFlight = .compaction(sequence: sequence, sizes: sizes)
-        return StateBatch(entries: entries)
+        inner.journal.inFlight = .compaction(sequence: sequence, sizes: [:])
+        return (sequence, files)
     }
 
     /// Every pending change as one journal entry, with the records' values as they are now.
@@ -410,8 +496,16 @@ final class GrantLedger: StateWriteSource, Sendable {
         return StateBatch(entries: entries, isHousekeeping: true)
     }
 
-    /// Writes what is waiting (housekeeping after start-up, for instance).
+    /// Returns when the writer has nothing left to write (tests look at the store then).
+    func idle() async {
+        await writer?.idle()
+    }
+
+    /// Writes what is waiting (housekeeping after start-up, for instance) and returns when the
+    /// writer is idle.
     func flush() async {
-        await writer?.flush(self)
+        guard let writer else { return }
+        await writer.flush(self)
+        await writer.idle()
     }
 }
