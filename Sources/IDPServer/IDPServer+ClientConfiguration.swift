@@ -73,7 +73,7 @@ extension IDPServer {
         var headers = HTTPFields()
         headers[.cacheControl] = "no-store"
         headers[.pragma] = "no-cache"
-        return Responses.json(Array(JSONText.object(members).utf8), status: status, headers: headers)
+        return Responses.json(JSONText.objectBytes(members), status: status, headers: headers)
     }
 
     /// The client a request to `/register/<id>` manages, and the token that proved it.

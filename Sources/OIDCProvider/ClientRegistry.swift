@@ -565,16 +565,18 @@ public actor ClientRegistry: StateWriteSource {
             for key in obsoleteKeys { entries.updateValue(nil, forKey: key) }
             return StateBatch(entries: entries)
         } catch {
-            _ = changes.finish(error: error)
+            for ticket in changes.finish(error: error).tickets { ticket.resolve(error) }
             return nil
         }
     }
 
     public func finish(_ batch: StateBatch, error: (any Error)?) async {
-        if let published = changes.finish(error: error) {
+        let (published, tickets) = changes.finish(error: error)
+        if let published {
             clients = published
             obsoleteKeys.subtract(batch.entries.keys)
         }
+        for ticket in tickets { ticket.resolve(error) }
     }
 
     public func abandon(_ error: any Error) async {

@@ -243,13 +243,15 @@ public final class KeyRing: StateWriteSource, Sendable {
             entries[Self.pairwiseKey] = Data(pairwiseSecret.withUnsafeBytes { Base64URL.encode(Array($0)) }.utf8)
             return StateBatch(entries: entries)
         } catch {
-            _ = changes.withLock { $0.finish(error: error) }
+            for ticket in changes.withLock({ $0.finish(error: error) }).tickets { ticket.resolve(error) }
             return nil
         }
     }
 
     public func finish(_ batch: StateBatch, error: (any Error)?) async {
-        if let published = changes.withLock({ $0.finish(error: error) }) { publish(published) }
+        let (published, tickets) = changes.withLock { $0.finish(error: error) }
+        if let published { publish(published) }
+        for ticket in tickets { ticket.resolve(error) }
     }
 
     public func abandon(_ error: any Error) async {

@@ -604,7 +604,7 @@ extension Provider {
         members.append(("scope", .string(grant.scopes.joined(separator: " "))))
         return MintedTokens(
             accessToken: accessToken, refreshToken: refresh,
-            response: TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil),
+            response: TokenResponse(status: 200, body: JSONText.objectBytes(members), wwwAuthenticate: nil),
             grant: grant, audience: audience, issuedAt: issuedAt,
             expiresAt: issuedAt.addingTimeInterval(configuration.accessTokenLifetime), jti: jti)
     }

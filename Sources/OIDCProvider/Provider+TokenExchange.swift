@@ -111,6 +111,6 @@ extension Provider {
             ("expires_in", .int(Int64(max(0, expiresAt.timeIntervalSince(current).rounded(.down))))),
             ("scope", .string(scopes.joined(separator: " "))),
         ]
-        return TokenResponse(status: 200, body: Array(JSONText.object(members).utf8), wwwAuthenticate: nil)
+        return TokenResponse(status: 200, body: JSONText.objectBytes(members), wwwAuthenticate: nil)
     }
 }

@@ -276,7 +276,7 @@ struct Discovery: Sendable {
             ("request_uri_parameter_supported", .bool(false)),
             ("authorization_response_iss_parameter_supported", .bool(true)),
         ]
-        return Array(JSONText.object(members).utf8)
+        return JSONText.objectBytes(members)
     }
 }
 

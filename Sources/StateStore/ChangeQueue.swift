@@ -48,13 +48,13 @@ public struct ChangeQueue<Value: Sendable>: Sendable {
         return next
     }
 
-    /// Ends the batch: returns the value to publish (only when it was stored) and resolves the
-    /// batch's tickets with `error`.
-    public mutating func finish(error: (any Error)?) -> Value? {
-        guard let flight = inFlight else { return nil }
+    /// Ends the batch: returns the value to publish (only when it was stored) and the batch's
+    /// tickets. The caller publishes the value first and then resolves every ticket with
+    /// `error`, so that a request whose change was stored finds it published when it resumes.
+    public mutating func finish(error: (any Error)?) -> (value: Value?, tickets: [WriteTicket]) {
+        guard let flight = inFlight else { return (nil, []) }
         inFlight = nil
-        for ticket in flight.tickets { ticket.resolve(error) }
-        return error == nil ? flight.value : nil
+        return (error == nil ? flight.value : nil, flight.tickets)
     }
 
     /// Fails every queued change (the writer is closed).

@@ -72,6 +72,58 @@ struct PrimitiveTests {
         #expect(JSONText.object([("b", .bool(true)), ("a", .null)]) == "{\"b\":true,\"a\":null}")
     }
 
+    /// The escaping rule stated one Unicode scalar at a time, to hold the byte-level writer to.
+    static func referenceQuote(_ value: String) -> String {
+        var out = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case "<": out += "\\u003c"
+            case ">": out += "\\u003e"
+            case "&": out += "\\u0026"
+            default:
+                if scalar.value < 0x20 || scalar.value == 0x2028 || scalar.value == 0x2029 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+
+    @Test("JSON strings are escaped byte for byte as the scalar-by-scalar rule says, on random text")
+    func jsonTextMatchesReference() {
+        // Every escape, the two separators, other three-byte characters that start with the same
+        // byte (E2: "…", "€", "→"), and multi-byte text around them.
+        let pool: [String] = [
+            "a", "Z", "0", " ", "\"", "\\", "\n", "\r", "\t", "\u{0}", "\u{1}", "\u{1f}", "\u{7f}", "<", ">", "&",
+            "\u{2028}", "\u{2029}", "\u{2026}", "\u{20ac}", "\u{2192}", "\u{2027}", "\u{202a}", "é", "ß", "日本",
+            "👩‍💻", "\u{e2}", "/",
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let length = Int.random(in: 0...12, using: &generator)
+            let text = (0..<length).map { _ in pool.randomElement(using: &generator)! }.joined()
+            #expect(JSONText.quote(text) == Self.referenceQuote(text), "\(Array(text.utf8))")
+        }
+        for text in pool {
+            #expect(JSONText.quote(text) == Self.referenceQuote(text), "\(Array(text.utf8))")
+            // Cut short: a separator's first byte at the very end of a string.
+            #expect(JSONText.quote(text + "x") == Self.referenceQuote(text + "x"))
+        }
+        let nested: JSONValue = .object([
+            "b": .array([.int(1), .double(2.5), .null, .string("\u{2028}")]), "a": .bool(false),
+        ])
+        #expect(JSONText.encode(nested) == #"{"a":false,"b":[1,2.5,null,"\u2028"]}"#)
+        #expect(JSONText.objectBytes([("k", .string("v"))]) == Array(#"{"k":"v"}"#.utf8))
+    }
+
     @Test("constant-time comparison")
     func constantTime() {
         #expect(ConstantTime.equals("abc", "abc"))
