@@ -19,6 +19,8 @@ import Logging
 public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     /// The directory holding the files.
     public let directory: URL
+    /// `directory`'s path with a trailing slash, to which a validated key is appended as is.
+    private let prefix: String
     // Serializes writers and keeps blocking file I/O off the concurrency pool; readers see whole
     // files thanks to rename.
     private let queue = DispatchQueue(label: "tsidp.state.directory")
@@ -54,6 +56,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
         self.lock = exclusive ? try DirectoryLock(directory: url.path) : nil
         try Self.removeLeftovers(in: url)
         self.directory = url
+        self.prefix = url.path.hasSuffix("/") ? url.path : url.path + "/"
     }
 
     /// The permission bits of the existing directory at `path`, or nil after creating it (0700)
@@ -105,7 +108,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
 
     public func read(_ key: String) async throws -> Data? {
         try StateKey.validate(key)
-        let path = directory.appendingPathComponent(key).path
+        let path = prefix + key
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else {
             if errno == ENOENT { return nil }
@@ -144,7 +147,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
             if let value {
                 try writeFile(key, value)
             } else {
-                let path = directory.appendingPathComponent(key).path
+                let path = prefix + key
                 if unlink(path) != 0 && errno != ENOENT {
                     throw StateStoreError(.io, "cannot delete \(path): \(Self.errnoText())")
                 }
@@ -189,8 +192,8 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     }
 
     private func writeFile(_ key: String, _ value: Data) throws {
-        let finalPath = directory.appendingPathComponent(key).path
-        let tempPath = directory.appendingPathComponent(".\(key).tmp-\(UInt32.random(in: 0...UInt32.max))").path
+        let finalPath = prefix + key
+        let tempPath = prefix + ".\(key).tmp-\(UInt32.random(in: 0...UInt32.max))"
         let fd = open(tempPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else {
             throw StateStoreError(.io, "cannot create \(tempPath): \(Self.errnoText())")
@@ -229,7 +232,7 @@ public final class DirectoryStateStore: StateStore, @unchecked Sendable {
     }
 
     private func syncDirectory() throws {
-        let fd = open(directory.path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        let fd = open(prefix, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw StateStoreError(.io, "cannot open \(directory.path): \(Self.errnoText())") }
         defer { close(fd) }
         if fsync(fd) != 0 && errno != EINVAL {

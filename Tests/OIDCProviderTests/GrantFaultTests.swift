@@ -127,6 +127,15 @@ struct FaultRig {
     /// The three properties, each on its own restarted copy: every confirmed refresh token works
     /// exactly once more; no used or revoked token works; no confirmed login is lost.
     func checkAfterRestart(_ label: String) async throws {
+        // The bucket index lists exactly the records in memory, after every change and undo.
+        setup.provider.ledger.read { tables in
+            for index in 0..<GrantFileCodec.bucketCount {
+                let keys = tables.buckets[index]
+                #expect(keys.families == Set(tables.families.keys.filter { GrantFileCodec.bucket(of: $0) == index }))
+                #expect(keys.access == Set(tables.access.keys.filter { GrantFileCodec.bucket(of: $0) == index }))
+                #expect(keys.consents == Set(tables.consents.keys.filter { GrantFileCodec.bucket(of: $0) == index }))
+            }
+        }
         let confirmed = try await restartedCopy()
         for (index, login) in book.logins.enumerated() where !login.revoked {
             let first = await confirmed.refresh(login.current)

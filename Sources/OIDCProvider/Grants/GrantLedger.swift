@@ -407,17 +407,18 @@ final class GrantLedger: StateWriteSource, Sendable {
             if let durable = durableFamilies[id] { return durable }
             return tables.families[id]
         }
-        for (id, value) in tables.families where durableFamilies[id] == nil {
-            let index = GrantFileCodec.bucket(of: id)
-            if files[index] != nil { files[index]!.families[id] = .some(value) }
+        for index in dirty {
+            for id in tables.buckets[index].families where durableFamilies[id] == nil {
+                files[index]!.families[id] = .some(tables.families[id]!)
+            }
         }
         for (id, value) in durableFamilies {
             let index = GrantFileCodec.bucket(of: id)
             if files[index] != nil, let value { files[index]!.families[id] = .some(value) }
         }
-        for (key, value) in tables.access where durableAccess[key] == nil {
-            let index = GrantFileCodec.bucket(of: key)
-            if files[index] != nil {
+        for index in dirty {
+            for key in tables.buckets[index].access where durableAccess[key] == nil {
+                let value = tables.access[key]!
                 GrantFileCodec.put(key, value, family: family(value.familyID ?? ""), into: &files[index]!)
             }
         }
@@ -427,9 +428,10 @@ final class GrantLedger: StateWriteSource, Sendable {
                 GrantFileCodec.put(key, value, family: family(value.familyID ?? ""), into: &files[index]!)
             }
         }
-        for (key, value) in tables.consents where durableConsents[key] == nil {
-            let index = GrantFileCodec.bucket(of: key)
-            if files[index] != nil { files[index]!.consents![key] = .some(value) }
+        for index in dirty {
+            for key in tables.buckets[index].consents where durableConsents[key] == nil {
+                files[index]!.consents![key] = .some(tables.consents[key]!)
+            }
         }
         for (key, value) in durableConsents {
             let index = GrantFileCodec.bucket(of: key)

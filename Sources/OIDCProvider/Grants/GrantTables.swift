@@ -29,6 +29,16 @@ struct GrantTables: Sendable {
     private(set) var accessByFamily: [String: Set<String>] = [:]
     /// Consents to clients that ask for one, by ``ConsentRecord/key(userID:clientID:)``.
     private(set) var consents: [String: ConsentRecord] = [:]
+    /// The stored records' keys by bucket file (``GrantFileCodec/bucket(of:)``), so that a
+    /// compaction step reads only the records of the buckets it rewrites.
+    private(set) var buckets = [BucketKeys](repeating: BucketKeys(), count: GrantFileCodec.bucketCount)
+
+    /// The keys of one bucket file's records.
+    struct BucketKeys: Sendable {
+        var families = Set<String>()
+        var access = Set<String>()
+        var consents = Set<String>()
+    }
     private var recording: [Undo]?
 
     // MARK: Transactions
@@ -52,7 +62,7 @@ struct GrantTables: Sendable {
             case .family(let id, let old): applyFamily(id, old)
             case .access(let key, let old): applyAccess(key, old)
             case .code(let hash, let old): codes.set(hash, old)
-            case .consent(let key, let old): consents[key] = old
+            case .consent(let key, let old): applyConsent(key, old)
             }
         }
     }
@@ -71,7 +81,7 @@ struct GrantTables: Sendable {
 
     mutating func setConsent(_ key: String, _ value: ConsentRecord?) {
         recording?.append(.consent(key, consents[key]))
-        consents[key] = value
+        applyConsent(key, value)
     }
 
     mutating func setCode(_ hash: String, _ value: CodeBook.Entry?) {
@@ -106,9 +116,21 @@ struct GrantTables: Sendable {
         if let old = families[id] {
             for hash in old.tokenHashes where refreshIndex[hash] == id { refreshIndex[hash] = nil }
         }
-        families[id] = value
+        let index = GrantFileCodec.bucket(of: id)
         if let value {
+            if families.updateValue(value, forKey: id) == nil { buckets[index].families.insert(id) }
             for hash in value.tokenHashes { refreshIndex[hash] = id }
+        } else if families.removeValue(forKey: id) != nil {
+            buckets[index].families.remove(id)
+        }
+    }
+
+    private mutating func applyConsent(_ key: String, _ value: ConsentRecord?) {
+        let index = GrantFileCodec.bucket(of: key)
+        if let value {
+            if consents.updateValue(value, forKey: key) == nil { buckets[index].consents.insert(key) }
+        } else if consents.removeValue(forKey: key) != nil {
+            buckets[index].consents.remove(key)
         }
     }
 
@@ -117,7 +139,12 @@ struct GrantTables: Sendable {
             accessByFamily[family]?.remove(key)
             if accessByFamily[family]?.isEmpty == true { accessByFamily[family] = nil }
         }
-        access[key] = value
+        let index = GrantFileCodec.bucket(of: key)
+        if let value {
+            if access.updateValue(value, forKey: key) == nil { buckets[index].access.insert(key) }
+        } else if access.removeValue(forKey: key) != nil {
+            buckets[index].access.remove(key)
+        }
         if let family = value?.familyID { accessByFamily[family, default: []].insert(key) }
     }
 
