@@ -158,10 +158,20 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
 
     def rss_mib(self) -> float:
+        return self.memory_mib()["VmRSS"]
+
+    def memory_mib(self) -> dict:
+        """VmRSS and its parts: RssAnon (the process's own memory: heap, stacks, written pages)
+        and RssFile (pages of the binary and shared libraries mapped in, shared with every other
+        process using them and reclaimable)."""
+        fields = {}
         for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmRSS")
+            name, _, rest = line.partition(":")
+            if name in ("VmRSS", "RssAnon", "RssFile", "RssShmem"):
+                fields[name] = int(rest.split()[0]) / 1024
+        if "VmRSS" not in fields:
+            raise RuntimeError("no VmRSS")
+        return fields
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -603,7 +613,10 @@ class Benchmark:
         population["rss_idle_before_logins_mib"] = server.rss_mib()
         population["create_small_seconds"] = grow_to(o.rss_logins)
         population["logins_small"] = server.live_logins()
-        population["rss_small_after_creating_mib"] = server.rss_mib()
+        memory = server.memory_mib()
+        population["rss_small_after_creating_mib"] = memory["VmRSS"]
+        population["rss_small_after_creating_anon_mib"] = memory.get("RssAnon")
+        population["rss_small_after_creating_file_mib"] = memory.get("RssFile")
         population["restart_small_seconds"] = restart()
         time.sleep(1)
         population["rss_small_after_restart_mib"] = server.rss_mib()
@@ -681,7 +694,10 @@ class Benchmark:
         server = self.new_server(f"round-{index}")
         server.start()
         time.sleep(1)
-        round_result["rss_idle_mib"] = server.rss_mib()
+        memory = server.memory_mib()
+        round_result["rss_idle_mib"] = memory["VmRSS"]
+        round_result["rss_idle_anon_mib"] = memory.get("RssAnon")
+        round_result["rss_idle_file_mib"] = memory.get("RssFile")
         log(f"  idle RSS {round_result['rss_idle_mib']:.1f} MiB")
         url = f"http://127.0.0.1:{server.port}"
         try:
@@ -850,6 +866,8 @@ DETAILS: list[tuple[str, Callable[[dict], float], str]] = [
     ("discovery /s (nginx)", lambda r: r["discovery_nginx"]["rate"], "{:.0f}"),
     ("JWKS /s (tsidp)", lambda r: r["jwks"]["rate"], "{:.0f}"),
     ("JWKS /s (nginx)", lambda r: r["jwks_nginx"]["rate"], "{:.0f}"),
+    ("RSS idle: own memory (RssAnon, MiB)", lambda r: r["rss_idle_anon_mib"], "{:.1f}"),
+    ("RSS idle: mapped binary and libraries (RssFile, MiB)", lambda r: r["rss_idle_file_mib"], "{:.1f}"),
     ("RSS after the round (MiB)", lambda r: r["rss_after_round_mib"], "{:.1f}"),
     ("stored-logins server CPU s, total at round start", lambda r: r["stored_server_cpu_seconds_total"], "{:.1f}"),
 ]
@@ -926,8 +944,10 @@ def render(options: argparse.Namespace, measured: dict, summary: dict, machine: 
     if p:
         lines.append("")
         lines.append(f"live logins: {p['logins_small']:,} created in {p['create_small_seconds']:.0f} s "
-                     f"(RSS {p['rss_small_after_creating_mib']:.1f} MiB; {p['rss_small_after_restart_mib']:.1f} MiB "
-                     f"after a restart), {p['logins_large']:,} after {p['create_large_seconds']:.0f} s more "
+                     f"(RSS {p['rss_small_after_creating_mib']:.1f} MiB, of it "
+                     f"{p.get('rss_small_after_creating_anon_mib') or 0:.1f} own and "
+                     f"{p.get('rss_small_after_creating_file_mib') or 0:.1f} mapped files; "
+                     f"{p['rss_small_after_restart_mib']:.1f} MiB after a restart), {p['logins_large']:,} after {p['create_large_seconds']:.0f} s more "
                      f"(RSS {p['rss_large_after_creating_mib']:.1f} MiB; {p['rss_large_after_restart_mib']:.1f} MiB "
                      f"after a restart that took {p['restart_large_seconds']:.1f} s); state on disk "
                      f"{p['state_bytes'] / 1e6:.1f} MB")

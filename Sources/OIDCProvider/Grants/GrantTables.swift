@@ -40,6 +40,8 @@ struct GrantTables: Sendable {
         var consents = Set<String>()
     }
     private var recording: [Undo]?
+    /// Shares the text of equal grants between records (``GrantInterner``).
+    private var interner = GrantInterner()
 
     // MARK: Transactions
 
@@ -71,11 +73,15 @@ struct GrantTables: Sendable {
 
     mutating func setFamily(_ id: String, _ value: RefreshFamily?) {
         recording?.append(.family(id, families[id]))
+        var value = value
+        if let grant = value?.grant { value?.grant = interner.intern(grant) }
         applyFamily(id, value)
     }
 
     mutating func setAccess(_ key: String, _ value: AccessTokenRecord?) {
         recording?.append(.access(key, access[key]))
+        var value = value
+        if let grant = value?.grant { value?.grant = interner.intern(grant) }
         applyAccess(key, value)
     }
 
@@ -92,7 +98,7 @@ struct GrantTables: Sendable {
     /// Stores a new code outside any transaction: issuing a code is never undone by another
     /// request's failed write.
     mutating func issueCode(_ hash: String, grant: AuthorizationGrant, expiresAt: Date, now: Date) -> Bool {
-        codes.issue(hash, grant: grant, expiresAt: expiresAt, now: now)
+        codes.issue(hash, grant: interner.intern(grant), expiresAt: expiresAt, now: now)
     }
 
     /// Forgets expired codes (memory only, never undone).
