@@ -3,8 +3,8 @@ import HTTPTypes
 import NIOConcurrencyHelpers
 import NIOCore
 
-// Allocations (malloc calls) per request on tsidp's hottest paths, checked against the
-// thresholds in Thresholds/ (see Benchmarks/README.md, "Allocation thresholds (CI)"). Each
+// Allocations (malloc calls) per request on tsidp's hottest paths, checked against the thresholds
+// in Benchmarks/Thresholds/ (see Benchmarks/README.md, "Allocation thresholds (CI)"). Each
 // iteration measures exactly one request; whatever it needs (a fresh code, the refresh token of
 // the previous answer) is made before `startMeasurement()`.
 
