@@ -63,7 +63,9 @@ func configuration(tolerance: Int, signIn: Bool = false) -> Benchmark.Configurat
         maxDuration: .seconds(600),
         maxIterations: 100,
         thresholds: [.mallocCountTotal: .init(absolute: [.p90: tolerance])],
-        setup: { try await startServer(signIn: signIn) },
+        setup: {
+            do { try await startServer(signIn: signIn) } catch { fatalError("cannot start the server: \(error)") }
+        },
         teardown: { await stopServer() })
 }
 
@@ -73,9 +75,24 @@ func check(_ answer: (status: HTTPResponse.Status, body: ByteBuffer), _ what: St
     }
 }
 
+/// Registers a benchmark whose failures crash it. package-benchmark reports a benchmark that
+/// throws (or whose setup throws) and leaves it out of the threshold check, which then passes
+/// without it; a crash fails the check.
+func register(
+    _ name: String, _ configuration: Benchmark.Configuration, _ body: @escaping (Benchmark) async throws -> Void
+) {
+    Benchmark(name, configuration: configuration) { benchmark async in
+        do {
+            try await body(benchmark)
+        } catch {
+            fatalError("\(name): \(error)")
+        }
+    }
+}
+
 let benchmarks: @Sendable () -> Void = {
     // One authorization-code redemption: POST /token with a code minted for this iteration.
-    Benchmark("token-code", configuration: configuration(tolerance: 10)) { benchmark async throws in
+    register("token-code", configuration(tolerance: 10)) { benchmark in
         let server = try fixture().server
         let code = try await server.mintCode()
         let form =
@@ -88,7 +105,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // One refresh, each with the refresh token the previous one returned (rotation).
-    Benchmark("token-refresh", configuration: configuration(tolerance: 10, signIn: true)) { benchmark async throws in
+    register("token-refresh", configuration(tolerance: 10, signIn: true)) { benchmark in
         let fixture = try fixture()
         let form = "grant_type=refresh_token&refresh_token=" + InProcessServer.formEncoded(fixture.refreshToken)
         benchmark.startMeasurement()
@@ -102,7 +119,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // The discovery document.
-    Benchmark("discovery", configuration: configuration(tolerance: 4)) { benchmark async throws in
+    register("discovery", configuration(tolerance: 4)) { benchmark in
         let server = try fixture().server
         benchmark.startMeasurement()
         let answer = try await server.send(.get, "/.well-known/openid-configuration")
@@ -111,7 +128,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // The key set.
-    Benchmark("jwks", configuration: configuration(tolerance: 4)) { benchmark async throws in
+    register("jwks", configuration(tolerance: 4)) { benchmark in
         let server = try fixture().server
         benchmark.startMeasurement()
         let answer = try await server.send(.get, "/.well-known/jwks.json")
@@ -120,7 +137,7 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // Introspection of a live access token by its client.
-    Benchmark("introspect", configuration: configuration(tolerance: 4, signIn: true)) { benchmark async throws in
+    register("introspect", configuration(tolerance: 4, signIn: true)) { benchmark in
         let fixture = try fixture()
         let form = "token=" + InProcessServer.formEncoded(fixture.accessToken)
         benchmark.startMeasurement()
@@ -128,5 +145,8 @@ let benchmarks: @Sendable () -> Void = {
             .post, "/introspect", form: form, authorization: fixture.server.basicAuthorization)
         benchmark.stopMeasurement()
         try check(answer, "POST /introspect")
+        guard String(buffer: answer.body).contains("\"active\":true") else {
+            throw InProcessServerError("the access token is not active: \(String(buffer: answer.body))")
+        }
     }
 }
