@@ -34,7 +34,8 @@ struct InProcessServer: Sendable {
 
     static func start() async throws -> InProcessServer {
         let logger = Logger(label: "tsidp") { _ in SwiftLogNoOpLogHandler() }
-        let stateDirectory = NSTemporaryDirectory() + "/tsidp-alloc-" + UUID().uuidString
+        let stateDirectory = URL(fileURLWithPath: NSTemporaryDirectory())
+            .appendingPathComponent("tsidp-alloc-" + UUID().uuidString).path
         try FileManager.default.createDirectory(
             atPath: stateDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let store = try DirectoryStateStore(path: stateDirectory, logger: logger, exclusive: true)
