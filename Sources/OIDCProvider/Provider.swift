@@ -175,29 +175,43 @@ public final class Provider: Sendable {
         return includeRegistration ? discovery.withRegistration : discovery.withoutRegistration
     }
 
-    /// Forgets expired codes and tokens; call periodically. Expired records are removed in
-    /// journal entries of at most 2,000 records each, so a sweep never writes the whole state at
-    /// once, and writes nothing but the removals.
+    /// Forgets expired codes and tokens; call periodically. The expired records are found in one
+    /// pass over the tables, then removed in journal entries of at most 2,000 records each (each
+    /// record checked again when it is removed), so a sweep never writes the whole state at once,
+    /// writes nothing but the removals, and reads the tables once however much has expired.
     public func sweep() async throws {
         let current = now()
         ledger.changeCodes { $0.sweepCodes(now: current) }
         consentRequests.sweep(now: current)
-        while true {
-            let removed = try await ledger.transact { tables -> Int in
+        let (families, access) = ledger.read { tables in
+            (
+                tables.families.compactMap { $0.value.expiresAt <= current ? $0.key : nil },
+                tables.access.compactMap { $0.value.expiresAt <= current ? $0.key : nil }
+            )
+        }
+        var nextFamily = 0
+        var nextAccess = 0
+        let batch = configuration.sweepBatch
+        while nextFamily < families.count || nextAccess < access.count {
+            try await ledger.transact { tables in
                 var removed = 0
-                for (id, family) in tables.families where family.expiresAt <= current {
-                    tables.revokeFamily(id)
-                    removed += 1
-                    if removed >= configuration.sweepBatch { return removed }
+                while nextFamily < families.count, removed < batch {
+                    let id = families[nextFamily]
+                    nextFamily += 1
+                    if let family = tables.families[id], family.expiresAt <= current {
+                        tables.revokeFamily(id)
+                        removed += 1
+                    }
                 }
-                for (key, record) in tables.access where record.expiresAt <= current {
-                    tables.setAccess(key, nil)
-                    removed += 1
-                    if removed >= configuration.sweepBatch { return removed }
+                while nextAccess < access.count, removed < batch {
+                    let key = access[nextAccess]
+                    nextAccess += 1
+                    if let record = tables.access[key], record.expiresAt <= current {
+                        tables.setAccess(key, nil)
+                        removed += 1
+                    }
                 }
-                return removed
             }
-            if removed < configuration.sweepBatch { return }
         }
     }
 

@@ -293,6 +293,33 @@ struct GrantFaultTests {
         try await rig.checkAfterRestart("after a sweep")
     }
 
+    @Test("a sweep whose write fails removes nothing of that entry and the next sweep finishes the job")
+    func sweepWriteFails() async throws {
+        let rig = try await FaultRig.make()
+        for _ in 0..<5 { try await rig.login() }
+        rig.base.clock.advance(301)
+        // The writer is idle (the rig waits for it), so the next write is the sweep's first entry.
+        rig.faulty.failNextWrite()
+        await #expect(throws: (any Error).self) { try await rig.setup.provider.sweep() }
+        #expect(rig.setup.provider.grantCounts.accessTokens == 5, "the failed entry's removals are undone")
+        try await rig.setup.provider.sweep()
+        #expect(rig.setup.provider.grantCounts.accessTokens == 0)
+        #expect(rig.setup.provider.grantCounts.families == 5)
+        try await rig.checkAfterRestart("after a failed and a repeated sweep")
+
+        // Thirty days on, the logins themselves expire and go, in entries of at most 3 records.
+        rig.base.clock.advance(31 * 24 * 3600)
+        let before = rig.faulty.attemptedBatches.count
+        try await rig.setup.provider.sweep()
+        #expect(rig.setup.provider.grantCounts.families == 0)
+        let entries = rig.faulty.attemptedBatches.dropFirst(before).filter {
+            $0.contains { GrantFileCodec.journalSequence($0.key) != nil && $0.value != nil }
+        }
+        #expect(entries.count == 2, "5 logins in entries of at most 3: \(entries.count)")
+        let restarted = try await rig.restartedCopy()
+        #expect(restarted.provider.grantCounts.families == 0)
+    }
+
     @Test("an emptied bucket is rewritten empty with its sequence, never deleted")
     func emptiedBucket() async throws {
         let rig = try await FaultRig.make()
