@@ -24,7 +24,7 @@ public struct ProviderConfiguration: Sendable {
     var grantCompaction = GrantLedger.CompactionPolicy()
 
     /// The most grant journal entries before they are folded into the bucket files (default
-    /// 4,096); the journal is folded earlier when it reaches half the size of the buckets.
+    /// 16,384); the journal is folded earlier when it reaches half the size of the buckets.
     public var grantJournalMaximumEntries: Int {
         get { grantCompaction.maximumJournalEntries }
         set { grantCompaction.maximumJournalEntries = max(1, newValue) }

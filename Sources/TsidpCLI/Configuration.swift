@@ -44,7 +44,7 @@ public struct Configuration: Sendable, Equatable, CustomStringConvertible, Custo
     /// Embedded mode: `TS_TAILSCALED_EXTRA_ARGS`, added to tailscaled's command line.
     public var tailscaledExtraArguments: [String] = []
     /// `TSIDP_GRANT_JOURNAL_ENTRIES`: the most journal entries before the grant journal is folded
-    /// into its bucket files (`nil`: the default, 4,096).
+    /// into its bucket files (`nil`: the default, 16,384).
     public var grantJournalEntries: Int? = nil
     /// `--server-url`, `--trusted-proxy`, `--unix-socket` and sockets passed by systemd.
     public var reverseProxy = ReverseProxySettings()

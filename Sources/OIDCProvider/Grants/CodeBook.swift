@@ -8,12 +8,34 @@ import Foundation
 struct CodeBook: Sendable {
     /// One code, under the SHA-256 of its value.
     struct Entry: Sendable, Equatable {
-        var grant: AuthorizationGrant
+        /// The grant, held by reference: the book keeps up to 100,000 codes for five minutes, and
+        /// a grant inline would make every slot of its table (free ones included) hundreds of
+        /// bytes.
+        private var box: GrantBox
         var expiresAt: Date
         /// Set once redeemed; a second redemption revokes what the first one minted.
         var redeemed = false
         var mintedFamily: String?
         var mintedAccessToken: String?
+
+        init(grant: AuthorizationGrant, expiresAt: Date) {
+            self.box = GrantBox(grant)
+            self.expiresAt = expiresAt
+        }
+
+        var grant: AuthorizationGrant {
+            get { box.grant }
+            set { box = GrantBox(newValue) }
+        }
+    }
+
+    /// An immutable grant on the heap; equal when the grants are.
+    final class GrantBox: Sendable, Equatable {
+        let grant: AuthorizationGrant
+
+        init(_ grant: AuthorizationGrant) { self.grant = grant }
+
+        static func == (lhs: GrantBox, rhs: GrantBox) -> Bool { lhs === rhs || lhs.grant == rhs.grant }
     }
 
     /// Outstanding (unredeemed, unexpired) codes allowed per user and client, and in all.

@@ -26,7 +26,7 @@ final class GrantLedger: StateWriteSource, Sendable {
     /// When the journal is folded into the buckets.
     struct CompactionPolicy: Sendable {
         /// At most this many journal entries exist before a compaction.
-        var maximumJournalEntries = 4096
+        var maximumJournalEntries = 16_384
         /// The journal may grow to this many bytes, or to half the size of the buckets if that
         /// is more, before a compaction; so a compaction's cost, which is the size of what it
         /// rewrites, is spread over writes in proportion to it.
