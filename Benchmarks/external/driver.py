@@ -226,6 +226,47 @@ class Server:
         return json.loads(body)
 
 
+class HelloWorld:
+    """The smallest Hummingbird server (Benchmarks/HelloWorld): the baseline of the HTTP layer's
+    per-request cost, next to tsidp's ``/healthz/live``."""
+
+    def __init__(self, binary: Path):
+        self.binary = binary
+        self.port = free_port()
+        self.process: Optional[subprocess.Popen] = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen([str(self.binary), str(self.port)], stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                        start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"hello-world exited ({self.process.returncode})")
+            try:
+                if http_call(self.port, "GET", "/hello", timeout=2)[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("hello-world not ready after 30 s")
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
 class Nginx:
     """nginx with one worker serving fixed files on loopback."""
 
@@ -747,6 +788,14 @@ class Benchmark:
             check_errors("introspect", introspect)
             log(f"  introspect: {introspect['rate']:.0f}/s")
             round_result["introspect"] = introspect
+            if o.hello_world:
+                hello = HelloWorld(Path(o.hello_world))
+                hello.start()
+                try:
+                    round_result["hello"] = self.get_window("hello world (Hummingbird)",
+                                                            f"http://127.0.0.1:{hello.port}/hello", server=hello)
+                finally:
+                    hello.stop()
             round_result["healthz"] = self.get_window("healthz/live", url + "/healthz/live", host=server.host,
                                                       server=server)
 
@@ -862,6 +911,9 @@ DETAILS: list[tuple[str, Callable[[dict], float], str]] = [
     ("/healthz/live /s", lambda r: r["healthz"]["rate"], "{:.0f}"),
     ("  server CPU µs per call", lambda r: r["healthz"]["server_cpu_seconds"] / r["healthz"]["requests"] * 1e6,
      "{:.0f}"),
+    ("Hummingbird hello world /s (Benchmarks/HelloWorld)", lambda r: r["hello"]["rate"], "{:.0f}"),
+    ("  server CPU µs per call", lambda r: r["hello"]["server_cpu_seconds"] / r["hello"]["requests"] * 1e6,
+     "{:.0f}"),
     ("discovery /s (tsidp)", lambda r: r["discovery"]["rate"], "{:.0f}"),
     ("discovery /s (nginx)", lambda r: r["discovery_nginx"]["rate"], "{:.0f}"),
     ("JWKS /s (tsidp)", lambda r: r["jwks"]["rate"], "{:.0f}"),
@@ -975,6 +1027,8 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fsync-seconds", type=float, default=5, help="seconds of the fsync-count window")
     parser.add_argument("--logins", type=int, default=100_000, help="live logins for the stored-logins row")
     parser.add_argument("--rss-logins", type=int, default=10_000, help="live logins for the RSS row")
+    parser.add_argument("--hello-world", default=None,
+                        help="a Benchmarks/HelloWorld binary: measure it beside /healthz/live")
     parser.add_argument("--probe-codes", type=int, default=2000,
                         help="codes for the first, unmeasured run that sizes the code pools")
     parser.add_argument("--openssl-seconds", type=int, default=5, help="seconds of openssl speed per round")
