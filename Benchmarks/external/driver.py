@@ -93,6 +93,18 @@ def basic(client_id: str, secret: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+def stop_group(process: Optional[subprocess.Popen], grace: float) -> None:
+    """SIGTERM to the process group ``process`` leads, SIGKILL if it has not exited after ``grace`` s."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
 class Server:
     """One ``tsidp --dev`` process with its own state directory."""
 
@@ -174,14 +186,7 @@ class Server:
         return fields
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
+        stop_group(self.process, grace=60)
 
     def metric(self, name: str) -> float:
         status, _, body = http_call(self.local_port, "GET", "/metrics")
@@ -257,14 +262,7 @@ class HelloWorld:
         return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        stop_group(self.process, grace=10)
 
 
 class Nginx:
@@ -1029,7 +1027,7 @@ def parse_options(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rss-logins", type=int, default=10_000, help="live logins for the RSS row")
     parser.add_argument("--hello-world", default=None,
                         help="a Benchmarks/HelloWorld binary: measure it beside /healthz/live")
-    parser.add_argument("--probe-codes", type=int, default=2000,
+    parser.add_argument("--probe-codes", type=int, default=8000,
                         help="codes for the first, unmeasured run that sizes the code pools")
     parser.add_argument("--openssl-seconds", type=int, default=5, help="seconds of openssl speed per round")
     parser.add_argument("--state-parent", default=None,
