@@ -69,8 +69,17 @@ struct PresentedCredentials {
             guard parts.count == 2, parts[0].lowercased() == "basic" else {
                 throw OAuthError(.invalidClient, "the Authorization header is not HTTP Basic")
             }
-            guard let decoded = Data(base64Encoded: String(parts[1]).trimmingCharacters(in: .whitespaces)),
-                let text = String(data: decoded, encoding: .utf8), let colon = text.firstIndex(of: ":")
+            // Optional whitespace around the credentials is spaces and tabs (RFC 9110 §5.6.3);
+            // trimmed on the UTF-8 view, without a round trip through NSString.
+            let utf8 = parts[1].utf8
+            var start = utf8.startIndex
+            var end = utf8.endIndex
+            while start < end, utf8[start] == 0x20 || utf8[start] == 0x09 { start = utf8.index(after: start) }
+            while start < end, utf8[utf8.index(before: end)] == 0x20 || utf8[utf8.index(before: end)] == 0x09 {
+                end = utf8.index(before: end)
+            }
+            guard let decoded = Data(base64Encoded: String(Substring(utf8[start..<end]))),
+                let text = String(validating: decoded, as: UTF8.self), let colon = text.firstIndex(of: ":")
             else {
                 throw OAuthError(.invalidClient, "the Basic credentials are malformed")
             }

@@ -1,7 +1,8 @@
 import AnyJSON
 import Foundation
-import OIDCProvider
 import Testing
+
+@testable import OIDCProvider
 
 @Suite("Protocol primitives")
 struct PrimitiveTests {
@@ -54,6 +55,25 @@ struct PrimitiveTests {
                 == expected)
         #expect(RedirectURI.splitLines("https://a.example/cb\nhttps://b.example/cb\rhttps://c.example/cb") == expected)
         #expect(RedirectURI.splitLines(" \r\n ").isEmpty)
+    }
+
+    @Test("HTTP Basic client credentials: whitespace around them, escapes inside, and malformed ones")
+    func basicCredentials() throws {
+        let form = try OAuthParameters.parse(formEncoded: "")
+        let encoded = Data("client%3Aone:s%20ecret".utf8).base64EncodedString()
+        for header in ["Basic \(encoded)", "basic \t \(encoded) \t", "BASIC  \(encoded)"] {
+            let credentials = try PresentedCredentials(authorization: header, form: form)
+            #expect(credentials.clientID == "client:one" && credentials.secret == "s ecret", "\(header)")
+        }
+        let notUTF8 = Data([0x61, 0x3A, 0xFF]).base64EncodedString()
+        for header in [
+            "Bearer \(encoded)", "Basic", "Basic !!!", "Basic \(Data("no-colon".utf8).base64EncodedString())",
+            "Basic \(notUTF8)",
+        ] {
+            #expect(throws: OAuthError.self, "\(header)") {
+                try PresentedCredentials(authorization: header, form: form)
+            }
+        }
     }
 
     @Test("base64url round trip")
