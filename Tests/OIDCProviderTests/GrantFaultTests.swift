@@ -127,6 +127,9 @@ struct FaultRig {
     /// The three properties, each on its own restarted copy: every confirmed refresh token works
     /// exactly once more; no used or revoked token works; no confirmed login is lost.
     func checkAfterRestart(_ label: String) async throws {
+        // The journal's running size matches its entries.
+        let journal = setup.provider.ledger.journalState
+        #expect(journal.liveBytes == journal.live.reduce(0) { $0 + $1.bytes }, "\(label)")
         // The bucket index lists exactly the records in memory, after every change and undo.
         setup.provider.ledger.read { tables in
             for index in 0..<GrantFileCodec.bucketCount {

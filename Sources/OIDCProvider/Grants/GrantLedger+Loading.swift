@@ -99,7 +99,7 @@ extension GrantLedger {
             }
             for (key, record) in file.consents ?? [:] where newer(key) { consents[key] = record }
             if applied != 0 {
-                journal.live.append(LiveEntry(sequence: sequence, key: key, bytes: data.count, buckets: applied))
+                journal.addLive(LiveEntry(sequence: sequence, key: key, bytes: data.count, buckets: applied))
                 report.journalEntries += 1
             } else {
                 journal.obsolete.append(key)

@@ -93,8 +93,12 @@ final class GrantLedger: StateWriteSource, Sendable {
         var bucketBytes = [Int](repeating: 0, count: GrantFileCodec.bucketCount)
         /// Buckets whose file lacks durable changes (they are in the journal).
         var dirty = Set<Int>()
-        /// Journal entries some bucket does not contain yet, oldest first.
-        var live: [LiveEntry] = []
+        /// Journal entries some bucket does not contain yet, oldest first; changed only through
+        /// ``addLive(_:)`` and ``supersede(written:)``, which keep ``liveBytes``.
+        private(set) var live: [LiveEntry] = []
+        /// The size of the ``live`` entries, kept as they come and go (the compaction rule reads
+        /// it for every batch, and the journal may hold thousands of entries).
+        private(set) var liveBytes = 0
         /// Journal entries every bucket contains, to delete.
         var obsolete: [String] = []
         /// A journal entry whose write failed: it may exist anyway, so it is deleted (or
@@ -110,7 +114,21 @@ final class GrantLedger: StateWriteSource, Sendable {
         /// Whether the last batch was a compaction step: then changes waiting go first.
         var lastWasCompaction = false
 
-        var liveBytes: Int { live.reduce(0) { $0 + $1.bytes } }
+        mutating func addLive(_ entry: LiveEntry) {
+            live.append(entry)
+            liveBytes += entry.bytes
+        }
+
+        /// Marks the buckets in `written` as containing every live entry, and moves the entries
+        /// every bucket now contains to ``obsolete``.
+        mutating func supersede(written: UInt32) {
+            for index in live.indices { live[index].buckets &= ~written }
+            for entry in live where entry.buckets == 0 {
+                obsolete.append(entry.key)
+                liveBytes -= entry.bytes
+            }
+            live.removeAll { $0.buckets == 0 }
+        }
     }
 
     struct Inner: Sendable {
@@ -293,7 +311,7 @@ final class GrantLedger: StateWriteSource, Sendable {
                 }
                 inner.writes += 1
                 inner.journal.lastDurable = sequence
-                inner.journal.live.append(
+                inner.journal.addLive(
                     LiveEntry(sequence: sequence, key: key, bytes: bytes, buckets: Self.mask(buckets)))
                 inner.journal.dirty.formUnion(buckets)
                 inner.journal.compactionBlocked = false
@@ -317,10 +335,7 @@ final class GrantLedger: StateWriteSource, Sendable {
                 if inner.journal.dirty.isEmpty { inner.journal.compactionRequested = false }
                 // The step wrote its buckets as of the newest durable entry, so every live entry
                 // is now in those files; an entry every bucket contains is superseded.
-                let written = Self.mask(sizes.keys)
-                for index in inner.journal.live.indices { inner.journal.live[index].buckets &= ~written }
-                inner.journal.obsolete += inner.journal.live.filter { $0.buckets == 0 }.map(\.key)
-                inner.journal.live.removeAll { $0.buckets == 0 }
+                inner.journal.supersede(written: Self.mask(sizes.keys))
                 return ([], nil)
             case .deletion(let keys, let housekeeping):
                 guard error == nil else {
